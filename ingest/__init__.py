@@ -1,0 +1,1 @@
+"""Telemetry ingest: parse, validate, deduplicate, quarantine and load sealed files."""

@@ -1,0 +1,296 @@
+"""Loading sealed telemetry files into the warehouse exactly once.
+
+Files are taken in delivery order and loaded in batches: stage the lines, parse and validate
+them in one SQL pass, classify each line (loaded, duplicate, quarantined) against the event
+index and the rest of the batch, then write the raw tables, the index, the quarantine, and last
+the per-file ingest log. A file with a started but uncommitted load is rolled back first, so a
+crash at any point followed by a rerun neither loses nor doubles an event.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+from ingest.schema import (
+    EVENT_INDEX,
+    INGEST_ATTEMPTS,
+    INGEST_LOG,
+    QUARANTINE,
+    ensure_schema,
+    raw_table,
+)
+from ingest.validate import parse_select_sql, parsed_columns_ddl
+from live_runtime.events import EVENT_FIELDS
+from live_runtime.telemetry import list_sealed
+
+FILE_SHIFT = 40  # a line's position is (file index << 40) | line number
+DEFAULT_BATCH_BYTES = 512 * 1024 * 1024
+
+LINES, PARSED, OUTCOME, LOADED = "_stage_lines", "_stage_parsed", "_stage_outcome", "_stage_loaded"
+NOT_QUARANTINED = ("loaded", "duplicate")
+
+
+@dataclass(frozen=True)
+class FileReport:
+    file: str
+    lines_read: int
+    loaded: int
+    duplicates: int
+    quarantined: int
+    conflicting: int
+
+
+@dataclass
+class IngestReport:
+    files: list[FileReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def total(self, name: str) -> int:
+        return sum(getattr(f, name) for f in self.files)
+
+    @property
+    def lines_read(self) -> int:
+        return self.total("lines_read")
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.files)} files, {self.lines_read:,} lines: {self.total('loaded'):,} loaded, "
+            f"{self.total('duplicates'):,} duplicates, {self.total('quarantined'):,} quarantined "
+            f"({self.total('conflicting'):,} conflicting duplicates)"
+        )
+
+
+def pending_files(client: Client, telemetry_dir: Path) -> list[Path]:
+    """Sealed files not yet committed to the ingest log, in delivery order."""
+    done = {r[0] for r in client.query(f"SELECT _file FROM {INGEST_LOG}").result_rows}
+    return [p for p in list_sealed(telemetry_dir) if p.name not in done]
+
+
+def ingest(
+    client: Client,
+    telemetry_dir: Path,
+    *,
+    read_files_in_warehouse: bool,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    progress: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Load every new sealed file. `read_files_in_warehouse` lets an embedded warehouse read the
+    files itself; a server gets their bytes sent over the connection."""
+    started = time.perf_counter()
+    ensure_schema(client)
+    _create_stage_tables(client)
+    _roll_back_interrupted(client)
+    report = IngestReport()
+    files = pending_files(client, telemetry_dir)
+    batches = list(_batches(files, batch_bytes))
+    for number, batch in enumerate(batches, 1):
+        report.files += _load_batch(client, batch, read_files_in_warehouse)
+        if progress:
+            done = sum(len(b) for b in batches[:number])
+            progress(f"ingest: {done}/{len(files)} files, {report.summary().split(': ', 1)[1]}")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(files: list[Path], batch_bytes: int) -> list[list[Path]]:
+    batches: list[list[Path]] = []
+    size = 0
+    for path in files:
+        length = path.stat().st_size
+        if not batches or size + length > batch_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(path)
+        size += length
+    return batches
+
+
+def _create_stage_tables(client: Client) -> None:
+    """Staging lives in memory and is emptied per batch; it never outlives a load."""
+    fields = parsed_columns_ddl()
+    ddl = {
+        LINES: "pos UInt64, line String",
+        PARSED: f"pos UInt64,\n  {fields},\n  event_id_uuid Nullable(UUID),\n"
+        "  payload_hash UInt64,\n  quarantine_reason String",
+        OUTCOME: "pos UInt64, outcome String, event_id String, event_type String",
+    }
+    ddl[LOADED] = ddl[PARSED]
+    for table, columns in ddl.items():
+        client.command(f"CREATE TABLE IF NOT EXISTS {table} ({columns}) ENGINE = Memory")
+
+
+def _truncate_stage(client: Client) -> None:
+    for table in (LINES, PARSED, OUTCOME, LOADED):
+        client.command(f"TRUNCATE TABLE {table}")
+
+
+def _roll_back_interrupted(client: Client) -> None:
+    """Delete every row of a load that started but never reached the ingest log."""
+    rows = client.query(
+        f"SELECT DISTINCT _file FROM {INGEST_ATTEMPTS} "
+        f"WHERE _file NOT IN (SELECT _file FROM {INGEST_LOG})"
+    ).result_rows
+    files = [r[0] for r in rows]
+    if not files:
+        return
+    for table in [raw_table(t) for t in EVENT_FIELDS] + [EVENT_INDEX, QUARANTINE]:
+        client.command(
+            f"DELETE FROM {table} WHERE _file IN {{files:Array(String)}}",
+            parameters={"files": files},
+        )
+
+
+def _stage_file(client: Client, index: int, path: Path, read_in_warehouse: bool) -> None:
+    base = index << FILE_SHIFT
+    if read_in_warehouse:
+        client.command(
+            f"INSERT INTO {LINES} SELECT {{base:UInt64}} + _row_number + 1, line "
+            "FROM file({path:String}, LineAsString)",
+            parameters={"base": base, "path": str(path.resolve())},
+        )
+        return
+    client.insert_arrow(LINES, _lines_table(path, base))
+
+
+def _lines_table(path: Path, base: int) -> pa.Table:
+    """The file's lines as Arrow, sliced without copying, for a warehouse that cannot read it."""
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    starts = np.concatenate([[0], newlines[:-1] + 1])
+    lines = pa.array(
+        [data[s:e] for s, e in zip(starts.tolist(), newlines.tolist(), strict=True)],
+        pa.large_binary(),
+    )
+    positions = pa.array(np.arange(1, len(newlines) + 1, dtype=np.uint64) + np.uint64(base))
+    return pa.table({"pos": positions, "line": lines})
+
+
+def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> list[FileReport]:
+    names = [p.name for p in files]
+    _truncate_stage(client)
+    client.insert(
+        INGEST_ATTEMPTS,
+        [[name, _now()] for name in names],
+        column_names=["_file", "started_at"],
+    )
+    for index, path in enumerate(files):
+        _stage_file(client, index, path, read_in_warehouse)
+    client.command(f"INSERT INTO {PARSED} {parse_select_sql(LINES)}")
+    client.command(_classify_sql())
+    client.command(
+        f"INSERT INTO {LOADED} SELECT * FROM {PARSED} "
+        f"WHERE pos IN (SELECT pos FROM {OUTCOME} WHERE outcome = 'loaded')"
+    )
+    params = {"files": names}
+    file_name = f"{{files:Array(String)}}[bitShiftRight(pos, {FILE_SHIFT}) + 1]"
+    line_no = f"bitAnd(pos, {(1 << FILE_SHIFT) - 1})"
+    for event_type, fields in EVENT_FIELDS.items():
+        columns = ["event_id", "occurred_at", "source", *(f.name for f in fields)]
+        values = ["event_id_uuid", "occurred_at", "source", *(f.name for f in fields)]
+        client.command(
+            f"INSERT INTO {raw_table(event_type)} ({', '.join(columns)}, _file, _line) "
+            f"SELECT {', '.join(values)}, {file_name}, {line_no} FROM {LOADED} "
+            f"WHERE event_type = '{event_type}'",
+            parameters=params,
+        )
+    client.command(
+        f"INSERT INTO {EVENT_INDEX} (event_id, payload_hash, event_type, _file) "
+        f"SELECT event_id_uuid, payload_hash, event_type, {file_name} FROM {LOADED}",
+        parameters=params,
+    )
+    client.command(
+        f"INSERT INTO {QUARANTINE} "
+        f"SELECT {file_name}, {line_no}, q.outcome, q.event_id, q.event_type, l.line, now64(6) "
+        f"FROM {LINES} AS l INNER JOIN (SELECT * FROM {OUTCOME} "
+        f"WHERE outcome NOT IN {NOT_QUARANTINED}) AS q USING pos",
+        parameters=params,
+    )
+    reports = _file_reports(client, names)
+    client.insert(
+        INGEST_LOG,
+        [
+            [
+                r.file,
+                r.lines_read,
+                r.loaded,
+                r.duplicates,
+                r.quarantined,
+                r.conflicting,
+                p.stat().st_size,
+                _now(),
+            ]
+            for r, p in zip(reports, files, strict=True)
+        ],
+        column_names=[
+            "_file",
+            "lines_read",
+            "loaded",
+            "duplicates",
+            "quarantined",
+            "conflicting",
+            "bytes",
+            "ingested_at",
+        ],
+    )
+    _truncate_stage(client)
+    return reports
+
+
+def _classify_sql() -> str:
+    """Each valid line is new, an exact duplicate, or a conflicting duplicate of the first
+    occurrence of its event_id: in the index if already loaded, else earliest in this batch."""
+    return f"""
+INSERT INTO {OUTCOME}
+SELECT p.pos,
+  multiIf(
+    p.quarantine_reason != '', p.quarantine_reason,
+    k.known = 1 AND k.known_hash = p.payload_hash, 'duplicate',
+    k.known = 1, 'conflicting_duplicate',
+    f.first_pos != p.pos AND f.first_hash = p.payload_hash, 'duplicate',
+    f.first_pos != p.pos, 'conflicting_duplicate',
+    'loaded'),
+  ifNull(p.event_id, ''),
+  ifNull(p.event_type, '')
+FROM {PARSED} AS p
+LEFT JOIN (
+  SELECT event_id AS id, any(payload_hash) AS known_hash, toUInt8(1) AS known
+  FROM {EVENT_INDEX}
+  WHERE event_id IN (SELECT event_id_uuid FROM {PARSED} WHERE quarantine_reason = '')
+  GROUP BY event_id
+) AS k ON p.event_id_uuid = k.id
+LEFT JOIN (
+  SELECT event_id_uuid AS id, argMin(payload_hash, pos) AS first_hash, min(pos) AS first_pos
+  FROM {PARSED} WHERE quarantine_reason = ''
+  GROUP BY event_id_uuid
+) AS f ON p.event_id_uuid = f.id"""
+
+
+def _file_reports(client: Client, names: list[str]) -> list[FileReport]:
+    rows = client.query(
+        f"SELECT bitShiftRight(pos, {FILE_SHIFT}) AS file_index, count(), "
+        "countIf(outcome = 'loaded'), countIf(outcome = 'duplicate'), "
+        f"countIf(outcome NOT IN {NOT_QUARANTINED}), countIf(outcome = 'conflicting_duplicate') "
+        f"FROM {OUTCOME} GROUP BY file_index"
+    ).result_rows
+    counts = {int(r[0]): r[1:] for r in rows}
+    return [
+        FileReport(name, *(int(v) for v in counts.get(i, (0, 0, 0, 0, 0))))
+        for i, name in enumerate(names)
+    ]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

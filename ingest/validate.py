@@ -1,0 +1,191 @@
+"""The SQL that parses and validates staged telemetry lines in bulk, built from the event model.
+
+Each line is parsed once (`JSONExtractKeysAndValuesRaw`) into its keys and raw JSON values; every
+field is then type-checked on its raw text, so `"5"` is not mistaken for `5`. The first failing
+check names the line's quarantine reason; an empty reason means the line is valid.
+"""
+
+from __future__ import annotations
+
+from ingest.schema import KIND_TYPES
+from live_runtime.events import (
+    CURRENCIES,
+    ENVELOPE,
+    EVENT_FIELDS,
+    SCHEMA_VERSION,
+    Field,
+    FieldKind,
+)
+
+_TIME_RE = r"^\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z\"$"
+_DATE_RE = r"^\"[0-9]{4}-[0-9]{2}-[0-9]{2}\"$"
+_INT_RE = r"^-?[0-9]{1,18}$"
+_NUMBER_RE = r"^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+# Times outside this range are not telemetry from a running platform.
+_EARLIEST, _LATEST = "2000-01-01", "2100-01-01"
+
+
+def _raw(name: str) -> str:
+    return f"r_{name}"
+
+
+def _unquoted(r: str) -> str:
+    return f"substring({r}, 2, length({r}) - 2)"
+
+
+def _value_sql(kind: FieldKind, r: str) -> str:
+    """The typed value of a raw JSON value; NULL where it does not parse."""
+    return {
+        "string": f"JSONExtractString({r})",
+        "nullable_string": f"if({r} IN ('', 'null'), NULL, JSONExtractString({r}))",
+        "int": f"toInt64OrNull({r})",
+        "number": f"toFloat64OrNull({r})",
+        "time": f"parseDateTime64BestEffortOrNull({_unquoted(r)}, 6, 'UTC')",
+        "date": f"toDate32OrNull({_unquoted(r)})",
+        "strings": f"JSONExtract({r}, 'Array(String)')",
+        "splits": f"JSONExtract({r}, 'Array(Tuple(creator_id String, share_minor Int64))')",
+    }[kind]
+
+
+def _valid_sql(field: Field) -> str:
+    """True when the raw value has the field's JSON type (and vocabulary)."""
+    r, v = _raw(field.name), field.name
+    check = {
+        "string": f"startsWith({r}, '\"')",
+        "nullable_string": f"({r} = 'null' OR startsWith({r}, '\"'))",
+        "int": f"match({r}, '{_INT_RE}') AND {v} IS NOT NULL",
+        "number": f"match({r}, '{_NUMBER_RE}') AND isFinite(assumeNotNull({v}))",
+        "time": (
+            f"match({r}, '{_TIME_RE}') AND {v} IS NOT NULL"
+            f" AND {v} >= toDateTime64('{_EARLIEST}', 6, 'UTC')"
+            f" AND {v} < toDateTime64('{_LATEST}', 6, 'UTC')"
+        ),
+        "date": f"match({r}, '{_DATE_RE}') AND {v} IS NOT NULL",
+        "strings": (
+            f"startsWith({r}, '[') AND notEmpty(JSONExtractArrayRaw({r}))"
+            f" AND arrayAll(x -> startsWith(x, '\"'), JSONExtractArrayRaw({r}))"
+        ),
+        "splits": (
+            f"startsWith({r}, '[') AND arrayAll(x -> JSONType(x, 'creator_id') = 'String'"
+            f" AND JSONType(x, 'share_minor') IN ('Int64', 'UInt64'), JSONExtractArrayRaw({r}))"
+        ),
+    }[field.kind]
+    if field.allowed:
+        check += f" AND {v} IN {_sql_set(field.allowed)}"
+    return check
+
+
+def _sql_set(values: frozenset[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
+
+
+def _field_checks(field: Field) -> list[tuple[str, str]]:
+    return [
+        (f"{_raw(field.name)} = ''", f"missing_field:{field.name}"),
+        (f"NOT ({_valid_sql(field)})", f"invalid_field:{field.name}"),
+    ]
+
+
+def _invariant_checks(event_type: str) -> list[tuple[str, str]]:
+    fields = EVENT_FIELDS[event_type]
+    checks = [(f"{f.name} < 0", f"invariant:negative_{f.name}") for f in fields if f.is_money]
+    names = {f.name for f in fields}
+    if "coins" in names:
+        checks.append(("coins <= 0", "invariant:coins_not_positive"))
+    if "currency" in names:
+        checks.append((f"currency NOT IN {_sql_set(CURRENCIES)}", "unknown_currency"))
+    if event_type == "gift_sent":
+        checks += [
+            ("arrayExists(s -> s.2 < 0, splits)", "invariant:negative_share"),
+            (
+                "arraySum(s -> s.2, splits) + platform_fee_minor != value_minor",
+                "invariant:gift_split_sum",
+            ),
+        ]
+    if event_type == "order_paid":
+        checks.append(
+            (
+                "creator_net_minor != gross_minor - payment_fee_minor - commission_minor",
+                "invariant:order_net",
+            )
+        )
+    if event_type == "media_usage":
+        checks += [
+            (f"{f.name} < 0", f"invariant:negative_{f.name}")
+            for f in fields
+            if f.kind in ("int", "number")
+        ]
+        checks.append(("interval_end < interval_start", "invariant:interval_order"))
+    return checks
+
+
+def _first_failure(checks: list[tuple[str, str]]) -> str:
+    if not checks:
+        return "''"
+    parts = ", ".join(f"{cond}, '{reason}'" for cond, reason in checks)
+    return f"multiIf({parts}, '')"
+
+
+def parsed_fields() -> dict[str, Field]:
+    """Every field of every event type by name; a name used as nullable anywhere is nullable."""
+    fields: dict[str, Field] = {f.name: f for f in ENVELOPE}
+    for type_fields in EVENT_FIELDS.values():
+        for f in type_fields:
+            if f.name not in fields or f.kind == "nullable_string":
+                fields[f.name] = Field(f.name, f.kind)
+    return fields
+
+
+def reason_sql() -> str:
+    """The quarantine reason of a parsed line, '' when it is valid."""
+    envelope = [c for f in ENVELOPE for c in _field_checks(f)]
+    envelope.insert(2, ("event_id_uuid IS NULL", "invalid_field:event_id"))
+    per_type = ", ".join(
+        f"event_type = '{t}', "
+        + _first_failure([c for f in fields for c in _field_checks(f)] + _invariant_checks(t))
+        for t, fields in EVENT_FIELDS.items()
+    )
+    checks = [
+        ("NOT isValidUTF8(line)", "not_utf8"),
+        ("empty(kv) AND NOT isValidJSON(line)", "not_json"),
+        ("empty(kv) AND JSONType(line) != 'Object'", "not_json_object"),
+        *envelope,
+        (f"event_type NOT IN {_sql_set(frozenset(EVENT_FIELDS))}", "unknown_event_type"),
+        (f"schema_version != {SCHEMA_VERSION}", "unknown_schema_version"),
+    ]
+    envelope_reason = _first_failure(checks)
+    return (
+        f"if(({envelope_reason} AS _envelope_reason) != '', _envelope_reason, "
+        f"multiIf({per_type}, ''))"
+    )
+
+
+def parse_select_sql(lines_table: str) -> str:
+    """SELECT that turns staged lines into one wide row per line with values and a reason."""
+    fields = parsed_fields()
+    raws = ",\n    ".join(f"vals[indexOf(keys, '{n}')] AS {_raw(n)}" for n in fields)
+    values = ",\n    ".join(f"{_value_sql(f.kind, _raw(n))} AS {n}" for n, f in fields.items())
+    return f"""
+SELECT pos, {", ".join(fields)}, event_id_uuid, payload_hash, quarantine_reason
+FROM (
+  SELECT
+    pos, line,
+    JSONExtractKeysAndValuesRaw(line) AS kv,
+    arrayMap(x -> x.1, kv) AS keys,
+    arrayMap(x -> x.2, kv) AS vals,
+    {raws},
+    {values},
+    toUUIDOrNull(event_id) AS event_id_uuid,
+    sipHash64(arraySort(kv)) AS payload_hash,
+    {reason_sql()} AS quarantine_reason
+  FROM {lines_table}
+)"""
+
+
+def parsed_columns_ddl() -> str:
+    """Columns of the wide parse table, one per field name, nullable where scalar."""
+    columns = []
+    for name, f in parsed_fields().items():
+        base = "String" if f.kind == "nullable_string" else KIND_TYPES[f.kind]
+        columns.append(f"{name} {base if f.kind in ('strings', 'splits') else f'Nullable({base})'}")
+    return ",\n  ".join(columns)

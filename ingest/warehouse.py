@@ -1,0 +1,43 @@
+"""Opening the warehouse: one clickhouse-connect API, embedded (chDB) or a ClickHouse server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse problem explained for the person running the command."""
+
+
+def default_dsn(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    return f"chdb://{Path(data_dir).resolve() / 'warehouse'}"
+
+
+def is_embedded(dsn: str) -> bool:
+    return dsn.startswith("chdb:")
+
+
+def connect(dsn: str) -> Client:
+    """A client for the DSN; an embedded warehouse held by another process gets a clear error."""
+    if not dsn.startswith(("chdb:", "http://", "https://", "clickhouse://", "clickhouses://")):
+        raise WarehouseError(
+            f"warehouse DSN {dsn!r} is not understood: use chdb:///path/to/warehouse for the "
+            "embedded warehouse or http(s)://host:8123 for a ClickHouse server"
+        )
+    if is_embedded(dsn):
+        Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+    try:
+        return clickhouse_connect.get_client(dsn=dsn)
+    except Exception as exc:  # the driver raises several types; all mean "cannot open"
+        if "EmbeddedServer" in str(exc) or "lock" in str(exc).lower():
+            raise WarehouseError(
+                f"the embedded warehouse at {dsn.removeprefix('chdb://')} is locked by another "
+                "process (chDB allows one process per data path). Stop the other creator-econ "
+                "or dagster process using it, or use a ClickHouse server DSN for concurrent use."
+            ) from exc
+        raise WarehouseError(f"cannot open the warehouse {dsn!r}: {exc}") from exc
