@@ -139,44 +139,16 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
 
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_FIELDS)
 
-# ISO 4217 codes the platform may see; an event in any other currency is quarantined.
-CURRENCIES = _enum(
-    "USD",
-    "EUR",
-    "GBP",
-    "JPY",
-    "CNY",
-    "KRW",
-    "INR",
-    "IDR",
-    "BRL",
-    "MXN",
-    "CAD",
-    "AUD",
-    "CHF",
-    "SEK",
-    "NOK",
-    "DKK",
-    "PLN",
-    "TRY",
-    "ZAR",
-    "SGD",
-    "HKD",
-    "TWD",
-    "THB",
-    "VND",
-    "PHP",
-    "MYR",
-    "AED",
-    "SAR",
-    "NZD",
-    "CZK",
-    "HUF",
-    "ILS",
-    "ARS",
-    "CLP",
-    "COP",
-    "PEN",
-)
+# ISO 4217 codes the platform may see, with the number of decimals of their minor unit; an
+# event in any other currency is quarantined.
+MINOR_UNIT_DIGITS: dict[str, int] = {
+    **dict.fromkeys(
+        "USD EUR GBP CNY INR IDR BRL MXN CAD AUD CHF SEK NOK DKK PLN TRY ZAR SGD HKD TWD THB "
+        "PHP MYR AED SAR NZD CZK HUF ILS ARS COP PEN".split(),
+        2,
+    ),
+    **dict.fromkeys("JPY KRW VND CLP".split(), 0),
+}
+CURRENCIES = frozenset(MINOR_UNIT_DIGITS)
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -1,0 +1,1 @@
+"""Metric models over the warehouse: live time, costs, earnings frequency and the marts."""
