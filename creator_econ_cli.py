@@ -1,0 +1,149 @@
+"""The `creator-econ` command: simulate telemetry, run the pipeline, serve the dashboards.
+
+Commands and flags are a public contract that scripts call; add flags, never rename them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+DEFAULT_DATA = Path("data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class UserFacingError(Exception):
+    """A problem the user can fix, reported in one line without a traceback."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="creator-econ",
+        description="Creator economics and cost control for live platforms.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    sim = commands.add_parser("simulate", help="write a simulated platform's telemetry")
+    sim.add_argument("--out", type=Path, required=True, help="telemetry directory to write")
+    sim.add_argument("--creators", type=int, default=2000, help="creators (default 2000)")
+    sim.add_argument("--days", type=int, default=30, help="days to simulate (default 30)")
+    sim.add_argument(
+        "--start", type=date.fromisoformat, default=date(2026, 10, 1), help="first day, YYYY-MM-DD"
+    )
+    sim.add_argument("--seed", type=int, default=7, help="random seed (same seed, same events)")
+    sim.set_defaults(handler=_simulate)
+
+    run = commands.add_parser("run", help="ingest new telemetry and publish the marts")
+    run.add_argument("--telemetry", type=Path, required=True, help="telemetry directory")
+    run.add_argument("--marts", type=Path, required=True, help="where to publish the marts")
+    run.add_argument(
+        "--warehouse",
+        help="warehouse DSN: chdb:///path (embedded, default DATA/warehouse) or http(s)://host:8123",
+    )
+    run.add_argument("--cost-model", type=Path, help="cost model TOML (default: shipped prices)")
+    run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default ./data)")
+    run.set_defaults(handler=_run)
+
+    dash = commands.add_parser("dashboard", help="serve the dashboards over published marts")
+    dash.add_argument("--marts", type=Path, required=True, help="published marts directory")
+    dash.add_argument("--port", type=int, help="port (default 8501)")
+    dash.add_argument("--host", help="address to listen on (default all interfaces)")
+    dash.set_defaults(handler=_dashboard)
+    return parser
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from live_runtime.simulator import simulate
+
+    started = time.perf_counter()
+    try:
+        summary = simulate(
+            args.out,
+            creators=args.creators,
+            days=args.days,
+            start=args.start,
+            seed=args.seed,
+            progress=lambda line: print(line, flush=True),
+        )
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from exc
+    seconds = time.perf_counter() - started
+    print(
+        f"simulated {summary.events:,} events from {summary.creators:,} creators "
+        f"({summary.sessions:,} sessions) into {summary.files} sealed files under {args.out} "
+        f"in {seconds:.1f}s ({summary.events / max(seconds, 1e-9):,.0f} events/s)"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ingest.warehouse import default_dsn
+    from pipelines.definitions import ASSETS
+    from pipelines.resources import PipelineSettings
+
+    if not (args.telemetry / "sealed").is_dir():
+        raise UserFacingError(
+            f"{args.telemetry} has no sealed/ folder: point --telemetry at a telemetry directory "
+            "(for example one written by `creator-econ simulate --out DIR`)"
+        )
+    if args.cost_model and not args.cost_model.is_file():
+        raise UserFacingError(f"cost model file {args.cost_model} does not exist")
+    settings = PipelineSettings(
+        telemetry_dir=str(args.telemetry),
+        marts_dir=str(args.marts),
+        warehouse=args.warehouse or default_dsn(args.data),
+        cost_model=str(args.cost_model or ""),
+    )
+    started = time.perf_counter()
+    result = dg.materialize(
+        ASSETS,
+        resources={"settings": settings},
+        # Show the pipeline's own progress lines, not Dagster's per-event debug log.
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise UserFacingError(_failure_message(result))
+    print(f"run complete in {time.perf_counter() - started:.1f}s; marts in {args.marts}")
+    return 0
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            while error.cause is not None and "dagster" in error.cls_name.lower():
+                error = error.cause
+            return f"step {event.step_key} failed: {error.message.strip()}"
+    return "the run failed; see the log above"
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from dashboards.launch import run
+
+    if not args.marts.is_dir():
+        print(
+            f"note: {args.marts} does not exist yet; the dashboard will say so until "
+            "`creator-econ run` publishes marts there",
+            file=sys.stderr,
+        )
+    return run(args.marts, port=args.port, host=args.host)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
