@@ -1,0 +1,128 @@
+"""Every read the dashboards make, cached: the pages never open a file or a database themselves.
+
+Each loader opens an in-memory DuckDB, reads a published Parquet mart with its path (and any
+filter value) bound as a parameter, and returns a Polars frame. Money stays an exact decimal here;
+charts turn it into floats at the last moment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import streamlit as st
+
+from dashboards import MARTS_ENV
+
+RUN_HINT = "creator-econ run --telemetry DIR --marts DIR"
+TTL_SECONDS = 60  # a publish shows up within a minute without restarting the app
+
+
+class MartMissing(LookupError):
+    """The marts folder is not set, or a mart a page needs has not been published yet."""
+
+
+def marts_dir() -> Path | None:
+    """The marts folder the app was started with, if any."""
+    folder = os.environ.get(MARTS_ENV)
+    return Path(folder) if folder else None
+
+
+def mart_path(name: str) -> str:
+    """Path of a published mart, or MartMissing with what to do about it."""
+    folder = marts_dir()
+    if folder is None:
+        raise MartMissing(
+            f"No marts folder is set. Publish the marts with `{RUN_HINT}`, then start the "
+            "dashboards with `creator-econ dashboard --marts DIR`."
+        )
+    if not folder.is_dir():
+        raise MartMissing(
+            f"The marts folder `{folder}` does not exist yet. "
+            f"Run `{RUN_HINT}` first to publish the marts."
+        )
+    path = folder / f"{name}.parquet"
+    if not path.is_file():
+        raise MartMissing(
+            f"`{name}.parquet` is not in `{folder}` yet. "
+            f"Run `{RUN_HINT}` first to publish the marts."
+        )
+    return str(path)
+
+
+def _query(sql: str, *params: object) -> pl.DataFrame:
+    with duckdb.connect() as con:
+        return con.sql(sql, params=list(params)).pl()
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def latest_day() -> date | None:
+    """The latest day in the marts, for the freshness line."""
+    frame = _query("SELECT max(day) AS day FROM read_parquet(?)", mart_path("platform_daily"))
+    return frame["day"][0]
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def platform_daily() -> pl.DataFrame:
+    """The platform's daily finance numbers, one row per day."""
+    return _query("SELECT * FROM read_parquet(?) ORDER BY day", mart_path("platform_daily"))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def platform_weekly() -> pl.DataFrame:
+    """The platform's weekly earnings-frequency numbers, one row per week."""
+    return _query("SELECT * FROM read_parquet(?) ORDER BY week", mart_path("platform_weekly"))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def creators_in_week(week: date) -> pl.DataFrame:
+    """Every creator's numbers for one week, for the distributions across creators."""
+    return _query(
+        "SELECT * FROM read_parquet(?) WHERE week = ? ORDER BY creator_id",
+        mart_path("creator_weekly"),
+        week,
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def creator_ids() -> list[str]:
+    """Creators with at least one week in the marts, for choosing one."""
+    frame = _query(
+        "SELECT DISTINCT creator_id FROM read_parquet(?) ORDER BY creator_id",
+        mart_path("creator_weekly"),
+    )
+    return frame["creator_id"].to_list()
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def creator_weekly(creator_id: str) -> pl.DataFrame:
+    """One creator's weekly numbers, oldest week first."""
+    return _query(
+        "SELECT * FROM read_parquet(?) WHERE creator_id = ? ORDER BY week",
+        mart_path("creator_weekly"),
+        creator_id,
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def creator_sessions(creator_id: str) -> pl.DataFrame:
+    """Sessions the creator hosted or co-hosted, newest first."""
+    return _query(
+        "SELECT * FROM read_parquet(?) WHERE list_contains(creator_ids, ?) "
+        "ORDER BY started_at DESC, session_id",
+        mart_path("session_economics"),
+        creator_id,
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def reporting_currency() -> str:
+    """The currency every amount in the marts is in (named only in the daily mart)."""
+    frame = _query(
+        "SELECT DISTINCT reporting_currency FROM read_parquet(?) ORDER BY 1",
+        mart_path("platform_daily"),
+    )
+    return " / ".join(frame["reporting_currency"].drop_nulls().to_list())

@@ -1,0 +1,44 @@
+"""Start the dashboards on a marts folder: what `creator-econ dashboard --marts DIR` runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dashboards import MARTS_ENV
+
+APP = Path(__file__).with_name("app.py")
+
+
+def command(port: int | None = None, host: str | None = None) -> list[str]:
+    """The `streamlit run` command line, with the port and address only when asked for."""
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless",
+        "true",
+    ]
+    if port is not None:
+        argv += ["--server.port", str(port)]
+    if host is not None:
+        argv += ["--server.address", host]
+    return argv
+
+
+def run(marts_dir: Path, port: int | None = None, host: str | None = None) -> int:
+    """Serve the dashboards until stopped and return Streamlit's exit code.
+
+    The marts folder is passed as an absolute path, so the app reads the same folder whatever
+    its working directory. Ctrl-C reaches Streamlit too; we wait for it to shut down cleanly.
+    """
+    env = {**os.environ, MARTS_ENV: str(Path(marts_dir).resolve())}
+    with subprocess.Popen(command(port, host), env=env) as server:
+        try:
+            return server.wait()
+        except KeyboardInterrupt:
+            return server.wait()

@@ -1,0 +1,160 @@
+"""The dashboards render on published marts, explain missing ones, and scope a creator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from dashboards import MARTS_ENV, launch, ui
+
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
+PAGES = ["pages/home.py", "pages/finance.py", "pages/product.py", "pages/creator.py"]
+TIMEOUT = 30  # the first run imports DuckDB, Polars and Altair
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    """Streamlit's data cache is process-wide: one test's marts must not leak into the next."""
+    st.cache_data.clear()
+
+
+def open_page(page: str, marts: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv(MARTS_ENV, str(marts))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page != PAGES[0]:
+        app.switch_page(page).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def charts_on(app: AppTest) -> int:
+    return len(app.get("vega_lite_chart"))
+
+
+def test_home_shows_links_and_freshness(published_marts, monkeypatch):
+    app = open_page("pages/home.py", published_marts, monkeypatch)
+    latest = duckdb.sql(
+        "SELECT max(day) FROM read_parquet(?)",
+        params=[str(published_marts / "platform_daily.parquet")],
+    ).fetchall()[0][0]
+    assert len(app.get("page_link")) == 3
+    assert any(f"{latest:%d %B %Y}" in md.value for md in app.markdown)
+
+
+@pytest.mark.parametrize(
+    ("page", "metrics", "charts"),
+    [("pages/finance.py", 6, 6), ("pages/product.py", 6, 5), ("pages/creator.py", 6, 5)],
+)
+def test_page_renders_charts_and_metrics(page, metrics, charts, published_marts, monkeypatch):
+    app = open_page(page, published_marts, monkeypatch)
+    assert len(app.metric) == metrics
+    assert charts_on(app) == charts
+    assert not app.error and not app.info
+
+
+def test_finance_names_cost_model_and_currency(published_marts, monkeypatch):
+    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    version, currency = duckdb.sql(
+        "SELECT any_value(cost_model_version), any_value(reporting_currency) FROM read_parquet(?)",
+        params=[str(published_marts / "platform_daily.parquet")],
+    ).fetchall()[0]
+    assert any(version in c.value and currency in c.value for c in app.caption)
+
+
+def test_finance_headline_follows_the_date_range(published_marts, monkeypatch):
+    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    first, _ = app.date_input[0].value
+    app.date_input[0].set_value((first, first)).run()
+    assert not app.exception
+    revenue, currency = duckdb.sql(
+        "SELECT platform_revenue, reporting_currency FROM read_parquet(?) WHERE day = ?",
+        params=[str(published_marts / "platform_daily.parquet"), first],
+    ).fetchall()[0]
+    assert app.metric[0].value == ui.money(revenue, currency)
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("folder", ["empty", "absent"])
+def test_page_explains_missing_marts(page, folder, tmp_path, monkeypatch):
+    marts = tmp_path / folder
+    if folder == "empty":
+        marts.mkdir()
+    app = open_page(page, marts, monkeypatch)
+    messages = [m.value for m in [*app.info, *app.error]]
+    assert any("creator-econ run --telemetry DIR --marts DIR" in m for m in messages)
+    assert charts_on(app) == 0
+
+
+def test_home_explains_an_unset_marts_folder(monkeypatch):
+    monkeypatch.delenv(MARTS_ENV, raising=False)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not app.exception
+    assert any("creator-econ dashboard --marts DIR" in m.value for m in app.info)
+
+
+def test_creator_page_shows_only_the_chosen_creator(published_marts, monkeypatch):
+    app = open_page("pages/creator.py", published_marts, monkeypatch)
+    chosen = app.selectbox[0].options[-1]  # not the default, so choosing really changes it
+    app.selectbox[0].set_value(chosen).run()
+    assert not app.exception
+
+    expected_sessions = {
+        row[0]
+        for row in duckdb.sql(
+            "SELECT session_id FROM read_parquet(?) WHERE list_contains(creator_ids, ?)",
+            params=[str(published_marts / "session_economics.parquet"), chosen],
+        ).fetchall()
+    }
+    shown = app.dataframe[0].value
+    assert set(shown["session_id"]) == expected_sessions
+    assert all(chosen in hosts.split(", ") for hosts in shown["hosts"])
+
+    sessions, with_earnings = duckdb.sql(
+        "SELECT sessions, sessions_with_earnings FROM read_parquet(?) "
+        "WHERE creator_id = ? ORDER BY week DESC LIMIT 1",
+        params=[str(published_marts / "creator_weekly.parquet"), chosen],
+    ).fetchall()[0]
+    shown_metrics = {m.label: m.value for m in app.metric}
+    assert shown_metrics["Sessions with earnings"] == f"{with_earnings} of {sessions}"
+
+
+def test_creator_loaders_bind_the_creator_id(published_marts, monkeypatch):
+    from dashboards import data
+
+    monkeypatch.setenv(MARTS_ENV, str(published_marts))
+    assert data.creator_sessions("x' OR '1'='1").is_empty()
+    assert data.creator_weekly("x' OR '1'='1").is_empty()
+
+
+def test_launch_runs_streamlit_with_the_marts_folder(tmp_path, monkeypatch):
+    started = {}
+
+    class FakeServer:
+        def __init__(self, argv, env):
+            started.update(argv=argv, env=env)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def wait(self):
+            return 3
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakeServer)
+    assert launch.run(tmp_path, port=8999, host="127.0.0.1") == 3
+    assert started["argv"][1:5] == ["-m", "streamlit", "run", str(launch.APP)]
+    assert started["argv"][5:] == [
+        "--server.headless",
+        "true",
+        "--server.port",
+        "8999",
+        "--server.address",
+        "127.0.0.1",
+    ]
+    assert started["env"][MARTS_ENV] == str(tmp_path.resolve())
