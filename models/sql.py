@@ -191,40 +191,47 @@ parts AS (
   LEFT JOIN live l USING (day) LEFT JOIN started st USING (day) LEFT JOIN infra i USING (day)
   LEFT JOIN g USING (day) LEFT JOIN o USING (day) LEFT JOIN r USING (day)
   LEFT JOIN cp USING (day) LEFT JOIN failures_daily f USING (day)
+), published AS (
+  -- Parts are rounded to the published precision first and totals are sums of the published
+  -- parts, so the parts of every published figure add up to it exactly.
+  SELECT day, live_minutes, viewer_minutes, sessions, transactions, failed_transactions,
+    money(publish_cost) AS publish_cost, money(delivery_cost) AS delivery_cost,
+    money(transcode_cost) AS transcode_cost, money(relay_cost) AS relay_cost,
+    money(egress_cost) AS egress_cost, money(recording_cost) AS recording_cost,
+    money(fixed_cost) AS fixed_cost,
+    money(payment_fees) AS payment_fees, money(store_fees) AS store_fees,
+    money(per_transaction_fees) AS per_transaction_fees,
+    money(refunded_payment_fees) AS refunded_payment_fees,
+    money(gift_platform_fees) AS gift_platform_fees,
+    money(order_commissions) AS order_commissions,
+    money(refunded_commissions) AS refunded_commissions,
+    money(gross_volume) AS gross_volume, money(creator_earnings) AS creator_earnings
+  FROM parts
 ), totals AS (
   SELECT *,
     publish_cost + delivery_cost + transcode_cost + relay_cost + egress_cost + recording_cost
       + fixed_cost AS infra_cost,
     payment_fees + store_fees + per_transaction_fees + refunded_payment_fees AS transaction_cost,
     gift_platform_fees + order_commissions - refunded_commissions AS platform_revenue
-  FROM parts
+  FROM published
 )
 SELECT day, live_minutes, viewer_minutes, sessions,
-  money(infra_cost) AS infra_cost,
-  ratio(infra_cost, live_minutes * 1e12) AS cost_per_live_minute,
-  ratio(infra_cost, viewer_minutes * 1e12) AS cost_per_viewer_minute,
+  infra_cost,
+  ratio(infra_cost, live_minutes) AS cost_per_live_minute,
+  ratio(infra_cost, viewer_minutes) AS cost_per_viewer_minute,
   CAST(transactions AS BIGINT) AS transactions,
   CAST(failed_transactions AS BIGINT) AS failed_transactions,
   ratio(failed_transactions, transactions + failed_transactions) AS failure_rate,
-  money(transaction_cost) AS transaction_cost,
-  ratio(transaction_cost, transactions * 1e12) AS cost_per_transaction,
-  money(gross_volume) AS gross_volume,
-  money(platform_revenue) AS platform_revenue,
-  money(creator_earnings) AS creator_earnings,
-  money(platform_revenue - transaction_cost - infra_cost) AS contribution,
+  transaction_cost,
+  ratio(transaction_cost, transactions) AS cost_per_transaction,
+  gross_volume, platform_revenue, creator_earnings,
+  platform_revenue - transaction_cost - infra_cost AS contribution,
   ratio(platform_revenue - transaction_cost - infra_cost, platform_revenue)
     AS contribution_margin,
   ratio(platform_revenue, gross_volume) AS take_rate,
-  money(publish_cost) AS publish_cost, money(delivery_cost) AS delivery_cost,
-  money(transcode_cost) AS transcode_cost, money(relay_cost) AS relay_cost,
-  money(egress_cost) AS egress_cost, money(recording_cost) AS recording_cost,
-  money(fixed_cost) AS fixed_cost,
-  money(payment_fees) AS payment_fees, money(store_fees) AS store_fees,
-  money(per_transaction_fees) AS per_transaction_fees,
-  money(refunded_payment_fees) AS refunded_payment_fees,
-  money(gift_platform_fees) AS gift_platform_fees,
-  money(order_commissions) AS order_commissions,
-  money(refunded_commissions) AS refunded_commissions
+  publish_cost, delivery_cost, transcode_cost, relay_cost, egress_cost, recording_cost,
+  fixed_cost, payment_fees, store_fees, per_transaction_fees, refunded_payment_fees,
+  gift_platform_fees, order_commissions, refunded_commissions
 FROM totals ORDER BY day;
 """
 
@@ -263,7 +270,7 @@ m AS (
 SELECT session_id, creator_ids, started_at, ended_at, live_minutes, viewer_minutes,
   money(gross_volume) AS gross_volume, money(creator_earnings) AS creator_earnings,
   money(platform_revenue) AS platform_revenue, money(infra_cost) AS infra_cost,
-  money(platform_revenue - transaction_cost - infra_cost) AS contribution
+  money(platform_revenue) - money(transaction_cost) - money(infra_cost) AS contribution
 FROM m ORDER BY started_at, session_id;
 """
 

@@ -1,0 +1,30 @@
+"""The Dagster definitions load, and the sensor asks for a run only when sealed files change."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from live_runtime.telemetry import TelemetryWriter
+from pipelines.definitions import defs
+from pipelines.sensors import sealed_files_sensor
+
+
+def test_definitions_load_with_every_raw_table_and_mart():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw_gift_sent", "raw_media_usage", "ingest_log", "quarantine"} <= keys
+    assert {"platform_daily", "creator_weekly", "platform_weekly", "session_economics"} <= keys
+    assert defs.resolve_job_def("refresh") is not None
+
+
+def test_sensor_requests_a_run_for_new_sealed_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREATOR_ECON_TELEMETRY", str(tmp_path))
+    with dg.build_sensor_context() as context:
+        assert isinstance(sealed_files_sensor(context), dg.SkipReason)
+    with TelemetryWriter(tmp_path, "t") as writer:
+        writer.write(b"{}\n")
+    with dg.build_sensor_context() as context:
+        request = sealed_files_sensor(context)
+        assert isinstance(request, dg.RunRequest)
+        cursor = context.cursor
+    with dg.build_sensor_context(cursor=cursor) as context:
+        assert isinstance(sealed_files_sensor(context), dg.SkipReason)
