@@ -238,9 +238,14 @@ FROM totals ORDER BY day;
 SESSION_ECONOMICS = """
 CREATE OR REPLACE TEMP TABLE session_economics AS
 WITH hosts AS (
-  SELECT session_id, list(creator_id ORDER BY first_from, creator_id) AS creator_ids
+  -- In order of first presence; hosts present from the start keep their listed order (owner
+  -- first).
+  SELECT p.session_id,
+         list(p.creator_id ORDER BY p.first_from, list_position(s.creator_ids, p.creator_id)
+              NULLS LAST, p.creator_id) AS creator_ids
   FROM (SELECT session_id, creator_id, min(present_from) AS first_from
-        FROM presence GROUP BY ALL) GROUP BY session_id),
+        FROM presence GROUP BY ALL) p JOIN sessions s USING (session_id)
+  GROUP BY p.session_id),
 viewing AS (SELECT session_id, sum(viewer_seconds) / 60.0 AS viewer_minutes
             FROM usage_cost GROUP BY 1),
 g AS (SELECT session_id, count(*) AS n, sum(value) AS value, sum(platform_fee) AS fee
