@@ -141,13 +141,14 @@ EVENT_TYPES: tuple[str, ...] = tuple(EVENT_FIELDS)
 
 # ISO 4217 codes the platform may see, with the number of decimals of their minor unit; an
 # event in any other currency is quarantined.
+_TWO_DECIMALS = (
+    "USD EUR GBP CNY INR IDR BRL MXN CAD AUD CHF SEK NOK DKK PLN TRY ZAR SGD HKD TWD THB "
+    "PHP MYR AED SAR NZD CZK HUF ILS ARS COP PEN"
+)
+_NO_DECIMALS = "JPY KRW VND CLP"
 MINOR_UNIT_DIGITS: dict[str, int] = {
-    **dict.fromkeys(
-        "USD EUR GBP CNY INR IDR BRL MXN CAD AUD CHF SEK NOK DKK PLN TRY ZAR SGD HKD TWD THB "
-        "PHP MYR AED SAR NZD CZK HUF ILS ARS COP PEN".split(),
-        2,
-    ),
-    **dict.fromkeys("JPY KRW VND CLP".split(), 0),
+    **{code: 2 for code in _TWO_DECIMALS.split()},
+    **{code: 0 for code in _NO_DECIMALS.split()},
 }
 CURRENCIES = frozenset(MINOR_UNIT_DIGITS)
 
