@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -9,7 +14,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboards import MARTS_ENV, launch, ui
+from dashboards import MARTS_ENV, ui
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 PAGES = ["pages/home.py", "pages/finance.py", "pages/product.py", "pages/creator.py"]
@@ -130,31 +135,30 @@ def test_creator_loaders_bind_the_creator_id(published_marts, monkeypatch):
     assert data.creator_weekly("x' OR '1'='1").is_empty()
 
 
-def test_launch_runs_streamlit_with_the_marts_folder(tmp_path, monkeypatch):
-    started = {}
-
-    class FakeServer:
-        def __init__(self, argv, env):
-            started.update(argv=argv, env=env)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc_info):
-            return False
-
-        def wait(self):
-            return 3
-
-    monkeypatch.setattr(launch.subprocess, "Popen", FakeServer)
-    assert launch.run(tmp_path, port=8999, host="127.0.0.1") == 3
-    assert started["argv"][1:5] == ["-m", "streamlit", "run", str(launch.APP)]
-    assert started["argv"][5:] == [
-        "--server.headless",
-        "true",
-        "--server.port",
-        "8999",
-        "--server.address",
-        "127.0.0.1",
-    ]
-    assert started["env"][MARTS_ENV] == str(tmp_path.resolve())
+def test_dashboard_command_serves_the_app_on_loopback(published_marts):
+    """`creator-econ dashboard` starts a real Streamlit server that answers over HTTP."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "creator_econ_cli", "dashboard", "--marts", str(published_marts)]
+    server = subprocess.Popen(
+        [*argv, "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as reply:
+                    assert reply.read() == b"ok"
+                    break
+            except OSError:
+                assert server.poll() is None, "the dashboard exited early"
+                assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
