@@ -22,6 +22,11 @@ def command(port: int | None = None, host: str | None = None) -> list[str]:
         str(APP),
         "--server.headless",
         "true",
+        # No usage statistics leave the machine, and readers get no deploy menu.
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
     ]
     if port is not None:
         argv += ["--server.port", str(port)]
