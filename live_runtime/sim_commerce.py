@@ -58,6 +58,7 @@ class Ledger:
         self.unpaid_from = np.zeros(creators, dtype=np.int64)  # first day not yet paid out
 
     def add(self, creator: np.ndarray, t_us: np.ndarray, amount_minor: np.ndarray) -> None:
+        """Books earnings (negative for reversals) on the day they happen."""
         np.add.at(self.earned, (creator, self.window.day_of(t_us)), amount_minor)
 
     def settle(self, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,12 +90,11 @@ def payouts(rng: np.random.Generator, ledger: Ledger, day: int) -> list[Batch]:
             "payout_id": uuid4_strings(rng, len(creator)),
             "creator_id": creator,
             "amount_minor": amount,
-            "currency": CURRENCY,
             "period_start": [window.start + timedelta(days=int(d)) for d in first_day],
             "period_end": window.start + timedelta(days=day - 1),
         },
         schema_overrides={"period_start": pl.Date, "period_end": pl.Date},
-    ).with_columns(creator_id("creator_id"))
+    ).with_columns(creator_id("creator_id"), currency=pl.lit(CURRENCY))
     return [("payout_issued", frame)]
 
 
@@ -116,12 +116,11 @@ def coin_purchases(
             "user_id": user,
             "coins": coins,
             "amount_minor": amount,
-            "currency": CURRENCY,
             "channel": labels(CHANNELS, channel),
             "payment_fee_minor": np.where(web, processor_fee(amount), 0),
             "store_fee_minor": np.where(web, 0, store_fee(amount)),
         }
-    ).with_columns(user_id("user_id"))
+    ).with_columns(user_id("user_id"), currency=pl.lit(CURRENCY))
     return "coins_purchased", frame
 
 
@@ -174,12 +173,11 @@ def orders(
             "product_id": product,
             "quantity": quantity,
             "gross_minor": gross,
-            "currency": CURRENCY,
             "payment_fee_minor": payment_fee,
             "commission_minor": cut,
             "creator_net_minor": net,
         }
-    ).with_columns(creator_id("creator_id"), product_id("product_id"))
+    ).with_columns(creator_id("creator_id"), product_id("product_id"), currency=pl.lit(CURRENCY))
     paid = attempts.filter(~failed)
     failures = attempts.filter(failed).select(
         "t",

@@ -1,8 +1,10 @@
 """Telemetry JSON Lines built in bulk from columns, driven by the event model in events.py.
 
 Formatting one event at a time with dicts and json.dumps is far too slow for millions of
-events, so every line is assembled by one polars string expression per event type. All
-strings the simulator writes are ids, enums and numbers, so no JSON escaping is needed.
+events. Instead the fixed-width start of every line (event id, type, time, source) is laid
+out in numpy arrays with table lookups, and the fields are appended by one polars string
+expression per event type. All strings the simulator writes are ids, enums and numbers, so
+no JSON escaping is needed.
 """
 
 from __future__ import annotations
@@ -120,11 +122,16 @@ def _envelope(
     middle = f'","event_type":"{event_type}","schema_version":{SCHEMA_VERSION},"occurred_at":"'
     tail = f'","source":"{source}"'.encode()
     template = head + b"-" * 36 + middle.encode() + b"-" * 27 + tail
+    event_id = np.empty((len(t_us), 36), dtype=np.uint8)
+    _fill_uuid4(event_id, rng)
+    occurred_at = np.empty((len(t_us), 27), dtype=np.uint8)
+    _fill_time(occurred_at, t_us)
+    # Filled narrow then copied in: writing strided columns of the wide rows is much slower.
     out = np.empty((len(t_us), len(template)), dtype=np.uint8)
     out[:] = np.frombuffer(template, dtype=np.uint8)
-    _fill_uuid4(out[:, len(head) : len(head) + 36], rng)
+    out[:, len(head) : len(head) + 36] = event_id
     at = len(head) + 36 + len(middle)
-    _fill_time(out[:, at : at + 27], t_us)
+    out[:, at : at + 27] = occurred_at
     return ascii_series(out)
 
 
@@ -165,7 +172,7 @@ def _json_parts(field: Field) -> tuple[str, pl.Expr, str]:
 
 def event_lines(
     event_type: str, frame: pl.DataFrame, source: str, rng: np.random.Generator
-) -> pl.DataFrame:
+) -> pl.LazyFrame:
     """Lines (`t`, `tie`, `line`) for events of one type.
 
     `frame` holds `t` (occurred_at, microseconds since the epoch) and exactly the fields of
@@ -186,10 +193,15 @@ def event_lines(
     tie = pl.lit(TIE_ORDER.index(event_type), dtype=pl.Int8).alias("tie")
     times = [f.name for f in fields if f.kind == "time"]
     parts = [
-        part.with_columns(
-            *(time_strings(part[name].to_numpy()).alias(name) for name in times),
-            envelope=_envelope(event_type, part["t"].to_numpy(), source, rng),
-        ).select(pl.col("t").cast(pl.Int64), tie, line)
+        part.drop(times)
+        .hstack(
+            [
+                *(time_strings(part[name].to_numpy()).alias(name) for name in times),
+                _envelope(event_type, part["t"].to_numpy(), source, rng).alias("envelope"),
+            ]
+        )
+        .lazy()
+        .select(pl.col("t").cast(pl.Int64), tie, line)
         for part in frame.iter_slices(SLICE_ROWS)
     ]
     return pl.concat(parts)

@@ -38,7 +38,7 @@ _USER_STRIDES = np.array([1_000_000_007, 998_244_353, 1_000_000_009, 999_999_937
 VIEWER_EVENT_SHARE = 0.25  # viewers whose join and leave are reported; gifters always are
 
 GIFT_COINS = np.array([1, 5, 10, 30, 99, 199, 500, 1000, 5000, 29999])
-_GIFT_WEIGHT = np.array([0.5, 0.18, 0.12, 0.07, 0.05, 0.035, 0.02, 0.015, 0.0045, 0.0005])
+_GIFT_SHARE = (0.505, 0.18, 0.12, 0.07, 0.05, 0.035, 0.02, 0.015, 0.0045, 0.0005)
 GIFTING_VISIT_SHARE = 0.03  # visits with gifts, for a creator of average gift affinity
 GIFTS_PER_GIFTING_VISIT = 3.0  # mean; gifts come in streaks
 TOP_UP_SHARE = 0.6  # gifting viewers who buy coins just before their first gift
@@ -215,7 +215,11 @@ def viewer_events(
 
 
 def seconds_in_minutes(
-    first_bin: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, weight: np.ndarray, bins: int
+    first_bin: np.ndarray,
+    start_s: np.ndarray,
+    end_s: np.ndarray,
+    weight: np.ndarray | int,
+    bins: int,
 ) -> np.ndarray:
     """Seconds of each span [start_s, end_s) falling in each 60 s bin, times the span's weight.
 
@@ -239,16 +243,12 @@ def seconds_in_minutes(
 
 
 def _host_segments(today: Sessions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each session cut at every host change: (from_s, to_s, hosts present), (sessions, 2K)."""
+    """Each session cut at every host change: (from_s, to_s, hosts present), (sessions, 2K).
+
+    Empty slots are present on [0, 0), which only adds empty segments.
+    """
     valid = today.host >= 0
-    points = np.concatenate(
-        [
-            np.where(valid, today.host_from, 0),
-            np.where(valid, today.host_to, 0),
-            today.length_s[:, None],
-        ],
-        axis=1,
-    )
+    points = np.concatenate([today.host_from, today.host_to, today.length_s[:, None]], axis=1)
     points.sort(axis=1)
     seg_from, seg_to = points[:, :-1], points[:, 1:]
     present = (
@@ -278,9 +278,7 @@ def media_usage(today: Sessions, visits: Visits, creators: Creators, window: Win
     seg_from, seg_to, hosts = seg_from.ravel(), seg_to.ravel(), hosts.ravel()
     publisher = seconds_in_minutes(seg_bin, seg_from, seg_to, hosts, total)
     relay = seconds_in_minutes(seg_bin, seg_from, seg_to, np.where(hosts >= 2, hosts, 0), total)
-    viewer = seconds_in_minutes(
-        first_bin[visits.session], visits.join_s, visits.leave_s, np.ones(1, np.int64), total
-    )
+    viewer = seconds_in_minutes(first_bin[visits.session], visits.join_s, visits.leave_s, 1, total)
 
     quality = creators.quality[today.owner][session]
     bitrate = BITRATE_BPS[quality]
@@ -331,7 +329,7 @@ def gift_events(
     join_us = visits.join_s[visit] * SECOND_US
     stay_us = visits.leave_s[visit] * SECOND_US - join_us
     offset = join_us + (rng.random(len(visit)) * stay_us).astype(np.int64)
-    coins = GIFT_COINS[rng.choice(len(GIFT_COINS), len(visit), p=_GIFT_WEIGHT / _GIFT_WEIGHT.sum())]
+    coins = GIFT_COINS[rng.choice(len(GIFT_COINS), len(visit), p=_GIFT_SHARE)]
     failed = rng.random(len(visit)) < GIFT_FAILURE_RATE
     reason = rng.choice(len(GIFT_FAILURE_REASONS), len(visit), p=_GIFT_FAILURE_SHARE)
     gift_id = uuid4_strings(rng, len(visit))
@@ -354,11 +352,10 @@ def gift_events(
             "sender_id": sender[sent],
             "coins": coins[sent],
             "value_minor": coins[sent],
-            "currency": CURRENCY,
             "splits": _split_list(hosts[sent], present[sent], share[sent]),
             "platform_fee_minor": fee[sent],
         }
-    ).with_columns(user_id("sender_id"))
+    ).with_columns(user_id("sender_id"), currency=pl.lit(CURRENCY))
     failures = pl.DataFrame(
         {
             "t": t[lost],

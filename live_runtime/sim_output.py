@@ -93,7 +93,7 @@ class EventSink:
     def _write_fresh(self, lines: pl.DataFrame) -> None:
         """Writes lines in slices, sampling the ones to deliver again."""
         for part in lines.iter_slices(SLICE_ROWS):
-            array = part["line"].to_arrow()
+            array = part["line"].to_arrow(compat_level=pl.CompatLevel.oldest())  # large_string
             start = array.offset
             offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
             ties = part["tie"].to_numpy()

@@ -132,7 +132,7 @@ class Sessions:
 
     Slot 0 is the owner; then the co-hosts listed at the start; then co-hosts who join, in
     join order. A slot is present on [host_from, host_to) seconds after the start; an empty
-    slot has host -1. Someone is present for the whole session.
+    slot has host -1 and is present on [0, 0). Someone is present for the whole session.
     """
 
     ids: pl.Series

@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from live_runtime.sim_commerce import (
     Batch,
@@ -78,7 +79,7 @@ def simulate(
             lines = [
                 event_lines(kind, frame, source, rng) for kind, frame in batches if frame.height
             ]
-            sink.push(lines, window.day_start_us(day + 1))
+            sink.push(pl.collect_all(lines), window.day_start_us(day + 1))
             say(
                 f"day {day + 1}/{days} ({start + timedelta(days=day)}): "
                 f"wrote {sink.events:,} events, {sink.bytes / 1e6:,.0f} MB"
