@@ -118,14 +118,17 @@ def _create_stage_tables(client: Client) -> None:
     """Staging lives in memory and is emptied per batch; it never outlives a load."""
     fields = parsed_columns_ddl()
     ddl = {
-        LINES: "pos UInt64, line String",
+        # The event type read cheaply at staging routes each line to its type's parse query.
+        LINES: "pos UInt64, line String, "
+        "type_hint LowCardinality(String) DEFAULT JSONExtractString(line, 'event_type')",
         PARSED: f"pos UInt64,\n  {fields},\n  event_id_uuid Nullable(UUID),\n"
         "  payload_hash UInt64,\n  quarantine_reason String",
         OUTCOME: "pos UInt64, outcome String, event_id String, event_type String",
     }
     ddl[LOADED] = ddl[PARSED]
     for table, columns in ddl.items():
-        client.command(f"CREATE TABLE IF NOT EXISTS {table} ({columns}) ENGINE = Memory")
+        client.command(f"DROP TABLE IF EXISTS {table}")
+        client.command(f"CREATE TABLE {table} ({columns}) ENGINE = Memory")
 
 
 def _truncate_stage(client: Client) -> None:
@@ -153,7 +156,7 @@ def _stage_file(client: Client, index: int, path: Path, read_in_warehouse: bool)
     base = index << FILE_SHIFT
     if read_in_warehouse:
         client.command(
-            f"INSERT INTO {LINES} SELECT {{base:UInt64}} + _row_number + 1, line "
+            f"INSERT INTO {LINES} (pos, line) SELECT {{base:UInt64}} + _row_number + 1, line "
             "FROM file({path:String}, LineAsString)",
             parameters={"base": base, "path": str(path.resolve())},
         )
@@ -188,7 +191,9 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
     )
     for index, path in enumerate(files):
         _stage_file(client, index, path, read_in_warehouse)
-    client.command(f"INSERT INTO {PARSED} {parse_select_sql(LINES)}")
+    for event_type in [*EVENT_FIELDS, None]:
+        columns, select = parse_select_sql(LINES, event_type)
+        client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
     client.command(_classify_sql())
     client.command(
         f"INSERT INTO {LOADED} SELECT * FROM {PARSED} "
