@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_DATA = Path("data")
 
@@ -133,7 +134,7 @@ def _failure_message(result) -> str:
     return "the run failed; see the log above"
 
 
-def _dashboard(args: argparse.Namespace) -> int:
+def _dashboard(args: argparse.Namespace) -> NoReturn:
     from dashboards.launch import run
 
     if not args.marts.is_dir():
@@ -142,7 +143,7 @@ def _dashboard(args: argparse.Namespace) -> int:
             "`creator-econ run` publishes marts there",
             file=sys.stderr,
         )
-    return run(args.marts, port=args.port, host=args.host)
+    run(args.marts, port=args.port, host=args.host)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from dashboards import MARTS_ENV
 
@@ -35,15 +35,15 @@ def command(port: int | None = None, host: str | None = None) -> list[str]:
     return argv
 
 
-def run(marts_dir: Path, port: int | None = None, host: str | None = None) -> int:
-    """Serve the dashboards until stopped and return Streamlit's exit code.
+def run(marts_dir: Path, port: int | None = None, host: str | None = None) -> NoReturn:
+    """Replace this process with the Streamlit server, so signals (Ctrl-C, a service manager's
+    stop) reach the server itself and no orphan is left behind.
 
     The marts folder is passed as an absolute path, so the app reads the same folder whatever
-    its working directory. Ctrl-C reaches Streamlit too; we wait for it to shut down cleanly.
+    its working directory.
     """
     env = {**os.environ, MARTS_ENV: str(Path(marts_dir).resolve())}
-    with subprocess.Popen(command(port, host), env=env) as server:
-        try:
-            return server.wait()
-        except KeyboardInterrupt:
-            return server.wait()
+    argv = command(port, host)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
