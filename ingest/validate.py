@@ -152,9 +152,13 @@ def reason_sql(event_type: str | None) -> str:
         ("NOT isValidUTF8(line)", "not_utf8"),
         ("empty(kv) AND NOT isValidJSON(line)", "not_json"),
         ("empty(kv) AND JSONType(line) != 'Object'", "not_json_object"),
+        ("length(arrayDistinct(keys)) != length(keys)", "duplicate_key"),
         *envelope,
         (f"event_type NOT IN {_sql_set(frozenset(EVENT_FIELDS))}", "unknown_event_type"),
         (f"schema_version != {SCHEMA_VERSION}", "unknown_schema_version"),
+        # The staging hint routed the line here; a line whose keys disagree (a repeated
+        # event_type key) is not trusted with either reading.
+        ("event_type != type_hint", "invalid_field:event_type"),
     ]
     if event_type is not None:
         fields = EVENT_FIELDS[event_type]
@@ -189,7 +193,7 @@ def parse_select_sql(lines_table: str, event_type: str | None) -> tuple[list[str
 SELECT {", ".join(columns)}
 FROM (
   SELECT
-    pos, line,
+    pos, line, type_hint,
     JSONExtractKeysAndValuesRaw(line) AS kv,
     arrayMap(x -> x.1, kv) AS keys,
     arrayMap(x -> x.2, kv) AS vals,

@@ -127,6 +127,7 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
     (line(GIFT, event_id=...), "missing_field:event_id"),
     (line(GIFT, event_id="not-a-uuid"), "invalid_field:event_id"),
     (line(GIFT, event_type="gift_exploded"), "unknown_event_type"),
+    (line(GIFT).replace("{", '{"event_type":"viewer_joined",', 1), "duplicate_key"),
     (line(GIFT, schema_version=2), "unknown_schema_version"),
     (line(GIFT, occurred_at="yesterday"), "invalid_field:occurred_at"),
     (line(GIFT, occurred_at="2026-02-30T00:00:00.000000Z"), "invalid_field:occurred_at"),
