@@ -35,7 +35,7 @@ from live_runtime.telemetry import list_sealed
 FILE_SHIFT = 40  # a line's position is (file index << 40) | line number
 DEFAULT_BATCH_BYTES = 512 * 1024 * 1024
 
-LINES, PARSED, OUTCOME, LOADED = "_stage_lines", "_stage_parsed", "_stage_outcome", "_stage_loaded"
+LINES, PARSED, CLASSIFIED = "_stage_lines", "_stage_parsed", "_stage_classified"
 NOT_QUARANTINED = ("loaded", "duplicate")
 
 
@@ -123,16 +123,15 @@ def _create_stage_tables(client: Client) -> None:
         "type_hint LowCardinality(String) DEFAULT JSONExtractString(line, 'event_type')",
         PARSED: f"pos UInt64,\n  {fields},\n  event_id_uuid Nullable(UUID),\n"
         "  payload_hash UInt64,\n  quarantine_reason String",
-        OUTCOME: "pos UInt64, outcome String, event_id String, event_type String",
     }
-    ddl[LOADED] = ddl[PARSED]
+    ddl[CLASSIFIED] = ddl[PARSED] + ",\n  outcome LowCardinality(String)"
     for table, columns in ddl.items():
         client.command(f"DROP TABLE IF EXISTS {table}")
         client.command(f"CREATE TABLE {table} ({columns}) ENGINE = Memory")
 
 
 def _truncate_stage(client: Client) -> None:
-    for table in (LINES, PARSED, OUTCOME, LOADED):
+    for table in (LINES, PARSED, CLASSIFIED):
         client.command(f"TRUNCATE TABLE {table}")
 
 
@@ -195,10 +194,7 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
         columns, select = parse_select_sql(LINES, event_type)
         client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
     client.command(_classify_sql())
-    client.command(
-        f"INSERT INTO {LOADED} SELECT * FROM {PARSED} "
-        f"WHERE pos IN (SELECT pos FROM {OUTCOME} WHERE outcome = 'loaded')"
-    )
+    client.command(f"TRUNCATE TABLE {PARSED}")
     params = {"files": names}
     file_name = f"{{files:Array(String)}}[bitShiftRight(pos, {FILE_SHIFT}) + 1]"
     line_no = f"bitAnd(pos, {(1 << FILE_SHIFT) - 1})"
@@ -207,20 +203,22 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
         values = ["event_id_uuid", "occurred_at", "source", *(f.name for f in fields)]
         client.command(
             f"INSERT INTO {raw_table(event_type)} ({', '.join(columns)}, _file, _line) "
-            f"SELECT {', '.join(values)}, {file_name}, {line_no} FROM {LOADED} "
-            f"WHERE event_type = '{event_type}'",
+            f"SELECT {', '.join(values)}, {file_name}, {line_no} FROM {CLASSIFIED} "
+            f"WHERE outcome = 'loaded' AND event_type = '{event_type}'",
             parameters=params,
         )
     client.command(
         f"INSERT INTO {EVENT_INDEX} (event_id, payload_hash, event_type, _file) "
-        f"SELECT event_id_uuid, payload_hash, event_type, {file_name} FROM {LOADED}",
+        f"SELECT event_id_uuid, payload_hash, event_type, {file_name} FROM {CLASSIFIED} "
+        "WHERE outcome = 'loaded'",
         parameters=params,
     )
     client.command(
         f"INSERT INTO {QUARANTINE} "
-        f"SELECT {file_name}, {line_no}, q.outcome, q.event_id, q.event_type, l.line, now64(6) "
-        f"FROM {LINES} AS l INNER JOIN (SELECT * FROM {OUTCOME} "
-        f"WHERE outcome NOT IN {NOT_QUARANTINED}) AS q USING pos",
+        f"SELECT {file_name}, {line_no}, q.outcome, ifNull(q.event_id, ''), "
+        f"ifNull(q.event_type, ''), l.line, now64(6) "
+        f"FROM {LINES} AS l INNER JOIN (SELECT pos, outcome, event_id, event_type "
+        f"FROM {CLASSIFIED} WHERE outcome NOT IN {NOT_QUARANTINED}) AS q USING pos",
         parameters=params,
     )
     reports = _file_reports(client, names)
@@ -258,17 +256,15 @@ def _classify_sql() -> str:
     """Each valid line is new, an exact duplicate, or a conflicting duplicate of the first
     occurrence of its event_id: in the index if already loaded, else earliest in this batch."""
     return f"""
-INSERT INTO {OUTCOME}
-SELECT p.pos,
+INSERT INTO {CLASSIFIED}
+SELECT p.*,
   multiIf(
     p.quarantine_reason != '', p.quarantine_reason,
     k.known = 1 AND k.known_hash = p.payload_hash, 'duplicate',
     k.known = 1, 'conflicting_duplicate',
     f.first_pos != p.pos AND f.first_hash = p.payload_hash, 'duplicate',
     f.first_pos != p.pos, 'conflicting_duplicate',
-    'loaded'),
-  ifNull(p.event_id, ''),
-  ifNull(p.event_type, '')
+    'loaded')
 FROM {PARSED} AS p
 LEFT JOIN (
   SELECT event_id AS id, any(payload_hash) AS known_hash, toUInt8(1) AS known
@@ -288,7 +284,7 @@ def _file_reports(client: Client, names: list[str]) -> list[FileReport]:
         f"SELECT bitShiftRight(pos, {FILE_SHIFT}) AS file_index, count(), "
         "countIf(outcome = 'loaded'), countIf(outcome = 'duplicate'), "
         f"countIf(outcome NOT IN {NOT_QUARANTINED}), countIf(outcome = 'conflicting_duplicate') "
-        f"FROM {OUTCOME} GROUP BY file_index"
+        f"FROM {CLASSIFIED} GROUP BY file_index"
     ).result_rows
     counts = {int(r[0]): r[1:] for r in rows}
     return [
