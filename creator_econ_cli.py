@@ -102,14 +102,13 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.telemetry} has no sealed/ folder: point --telemetry at a telemetry directory "
             "(for example one written by `creator-econ simulate --out DIR`)"
         )
-    if args.cost_model and not args.cost_model.is_file():
-        raise UserFacingError(f"cost model file {args.cost_model} does not exist")
     settings = PipelineSettings(
         telemetry_dir=str(args.telemetry),
         marts_dir=str(args.marts),
         warehouse=args.warehouse or default_dsn(args.data),
         cost_model=str(args.cost_model or ""),
     )
+    _check_settings(settings)
     started = time.perf_counter()
     result = dg.materialize(
         ASSETS,
@@ -122,6 +121,19 @@ def _run(args: argparse.Namespace) -> int:
         raise UserFacingError(_failure_message(result))
     print(f"run complete in {time.perf_counter() - started:.1f}s; marts in {args.marts}")
     return 0
+
+
+def _check_settings(settings) -> None:
+    """Fail fast, in one line, on what the user can fix: the cost model and the warehouse."""
+    from ingest.warehouse import WarehouseError
+    from models.cost_model import CostModelError, load_cost_model
+
+    try:
+        load_cost_model(Path(settings.cost_model) if settings.cost_model else None)
+        with settings.client() as client:
+            client.command("SELECT 1")
+    except (CostModelError, WarehouseError) as exc:
+        raise UserFacingError(str(exc)) from exc
 
 
 def _failure_message(result) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -185,3 +187,16 @@ def test_run_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "missing prices" in err and "Traceback" not in err
+
+
+def test_a_second_writer_is_told_about_the_lock(tmp_path, warehouse):
+    """chDB admits one process per warehouse folder: the second gets a message, not a crash."""
+    (tmp_path / "telemetry" / "sealed").mkdir(parents=True)
+    argv = ["run", "--telemetry", str(tmp_path / "telemetry"), "--marts", str(tmp_path / "m")]
+    argv += ["--data", str(tmp_path)]  # the `warehouse` fixture holds tmp_path/warehouse
+    done = subprocess.run(
+        [sys.executable, "-m", "creator_econ_cli", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "is locked by another process" in done.stderr
+    assert "Traceback" not in done.stderr
