@@ -1,10 +1,17 @@
 """The SQL that parses and validates staged telemetry lines in bulk, built from the event model.
 
-Each line is parsed once (`JSONExtractKeysAndValuesRaw`) into its keys and raw JSON values; every
-field is then type-checked on its raw text, so `"5"` is not mistaken for `5`. Two lines carry the
-same payload when they are byte-identical (a redelivery); any other line with a known event_id is a
-conflict, kept in quarantine for review rather than guessed equal. The first failing
-check names the line's quarantine reason; an empty reason means the line is valid.
+Lines are parsed one event type at a time (the type read at staging routes them), on two paths:
+
+- Fast: the line is read into a typed tuple. If serialising that tuple gives back exactly the
+  line, every field had exactly its JSON type (`"5"` would come back as `5`), so only the value
+  checks remain. Producers writing compact JSON in contract order, as ours do, take this path.
+- Strict: every other line is split once into its keys and raw JSON values
+  (`JSONExtractKeysAndValuesRaw`) and each field is type-checked on its raw text. The first
+  failing check names the line's quarantine reason.
+
+Both paths apply the same value checks and invariants, so a line is accepted or rejected alike on
+either. Two lines carry the same payload when they are byte-identical (a redelivery); any other
+line with a known event_id is a conflict, kept in quarantine for review rather than guessed equal.
 """
 
 from __future__ import annotations
@@ -19,34 +26,63 @@ from live_runtime.events import (
     FieldKind,
 )
 
-_TIME_RE = r"^\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z\"$"
-_DATE_RE = r"^\"[0-9]{4}-[0-9]{2}-[0-9]{2}\"$"
-# Split entries are decoded by the typed JSON reader, which is fast but reads "5" as 5.
+_TIME_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z$"
+_DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# Split entries are decoded by the typed JSON reader, which on the strict path reads "5" as 5.
 _SPLITS_NULLABLE = "Array(Tuple(creator_id Nullable(String), share_minor Nullable(Int64)))"
 # Times outside this range are not telemetry from a running platform.
 _EARLIEST, _LATEST = "2000-01-01", "2100-01-01"
+_TEXT_KINDS = ("time", "date")  # JSON strings parsed into typed values
+
+Check = tuple[str, str]  # (SQL condition that fails the line, quarantine reason)
 
 
 def _raw(name: str) -> str:
     return f"r_{name}"
 
 
+def _text(name: str) -> str:
+    """The string content of a time or date field, before it is parsed."""
+    return f"s_{name}"
+
+
 def _unquoted(r: str) -> str:
     return f"substring({r}, 2, length({r}) - 2)"
 
 
-def _value_sql(kind: FieldKind, r: str) -> str:
-    """The typed value of a raw JSON value; NULL where it does not parse."""
+def _sql_set(values: frozenset[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
+
+
+def _first_failure(checks: list[Check]) -> str:
+    if not checks:
+        return "''"
+    parts = ", ".join(f"{cond}, '{reason}'" for cond, reason in checks)
+    return f"multiIf({parts}, '')"
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def _text_value_sql(kind: FieldKind, text: str) -> str:
+    if kind == "time":
+        return f"parseDateTime64BestEffortOrNull({text}, 6, 'UTC')"
+    return f"toDate32OrNull({text})"
+
+
+def _strict_value_sql(field: Field) -> str:
+    """The typed value from the raw JSON text; NULL where it does not parse."""
+    r = _raw(field.name)
+    if field.kind in _TEXT_KINDS:
+        return _text_value_sql(field.kind, _text(field.name))
     return {
         "string": _string_sql(r),
         "nullable_string": f"if({r} IN ('', 'null'), NULL, {_string_sql(r)})",
         "int": f"toInt64OrNull({r})",
         "number": f"toFloat64OrNull({r})",
-        "time": f"parseDateTime64BestEffortOrNull({_unquoted(r)}, 6, 'UTC')",
-        "date": f"toDate32OrNull({_unquoted(r)})",
         "strings": f"JSONExtract({r}, 'Array(String)')",
         "splits": f"JSONExtract(line, 'splits', '{_SPLITS_NULLABLE}')",
-    }[kind]
+    }[field.kind]
 
 
 def _string_sql(r: str) -> str:
@@ -54,46 +90,86 @@ def _string_sql(r: str) -> str:
     return f"if(position({r}, '\\\\') = 0, {_unquoted(r)}, JSONExtractString({r}))"
 
 
-def _valid_sql(field: Field) -> str:
-    """True when the raw value has the field's JSON type (and vocabulary)."""
+def _tuple_type(fields: list[Field]) -> str:
+    """The typed reading of a line for the fast path; times and dates stay text until checked."""
+    types = {
+        "string": "String",
+        "nullable_string": "Nullable(String)",
+        "time": "String",
+        "date": "String",
+    }
+    return (
+        "Tuple("
+        + ", ".join(f"{f.name} {types.get(f.kind, KIND_TYPES[f.kind])}" for f in fields)
+        + ")"
+    )
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def _json_type_sql(field: Field) -> str:
+    """True when the raw JSON value has the field's type (strict path only)."""
     r, v = _raw(field.name), field.name
-    check = {
+    return {
         "string": f"startsWith({r}, '\"')",
         "nullable_string": f"({r} = 'null' OR startsWith({r}, '\"'))",
         "int": f"{v} IS NOT NULL",
-        "number": f"{v} IS NOT NULL AND isFinite(assumeNotNull({v}))",
-        "time": (
-            f"match({r}, '{_TIME_RE}') AND {v} IS NOT NULL"
-            f" AND {v} >= toDateTime64('{_EARLIEST}', 6, 'UTC')"
-            f" AND {v} < toDateTime64('{_LATEST}', 6, 'UTC')"
-        ),
-        "date": f"match({r}, '{_DATE_RE}') AND {v} IS NOT NULL",
-        "strings": (
-            f"startsWith({r}, '[') AND notEmpty(JSONExtractArrayRaw({r}))"
-            f" AND arrayAll(x -> startsWith(x, '\"'), JSONExtractArrayRaw({r}))"
-        ),
-        "splits": (
-            f"startsWith({r}, '[') AND length({v}) = length(JSONExtractArrayRaw({r}))"
-            f" AND arrayAll(s -> s.1 IS NOT NULL AND s.2 IS NOT NULL, {v})"
-        ),
+        "number": f"{v} IS NOT NULL",
+        "time": f"startsWith({r}, '\"')",
+        "date": f"startsWith({r}, '\"')",
+        "strings": f"startsWith({r}, '[') AND arrayAll(x -> startsWith(x, '\"'), "
+        f"JSONExtractArrayRaw({r}))",
+        "splits": f"startsWith({r}, '[') AND length({v}) = length(JSONExtractArrayRaw({r}))"
+        f" AND arrayAll(s -> s.1 IS NOT NULL AND s.2 IS NOT NULL, {v})",
     }[field.kind]
+
+
+def _value_ok_sql(field: Field) -> str | None:
+    """True when a value of the right JSON type is also an acceptable value (both paths)."""
+    v = field.name
+    check = {
+        "time": f"match({_text(v)}, '{_TIME_RE}') AND {v} IS NOT NULL"
+        f" AND {v} >= toDateTime64('{_EARLIEST}', 6, 'UTC')"
+        f" AND {v} < toDateTime64('{_LATEST}', 6, 'UTC')",
+        "date": f"match({_text(v)}, '{_DATE_RE}') AND {v} IS NOT NULL",
+        "number": f"isFinite(assumeNotNull({v}))",
+        "strings": f"notEmpty({v})",
+    }.get(field.kind)
     if field.allowed:
-        check += f" AND {v} IN {_sql_set(field.allowed)}"
+        vocabulary = f"{v} IN {_sql_set(field.allowed)}"
+        check = f"{check} AND {vocabulary}" if check else vocabulary
     return check
 
 
-def _sql_set(values: frozenset[str]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
-
-
-def _field_checks(field: Field) -> list[tuple[str, str]]:
+def _value_checks(fields: list[Field]) -> list[Check]:
     return [
-        (f"{_raw(field.name)} = ''", f"missing_field:{field.name}"),
-        (f"NOT ({_valid_sql(field)})", f"invalid_field:{field.name}"),
+        (f"NOT ({ok})", f"invalid_field:{f.name}")
+        for f in fields
+        if (ok := _value_ok_sql(f)) is not None
     ]
 
 
-def _invariant_checks(event_type: str) -> list[tuple[str, str]]:
+def _strict_field_checks(fields: list[Field]) -> list[Check]:
+    checks: list[Check] = []
+    for f in fields:
+        checks.append((f"{_raw(f.name)} = ''", f"missing_field:{f.name}"))
+        checks.append((f"NOT ({_json_type_sql(f)})", f"invalid_field:{f.name}"))
+        checks += _value_checks([f])
+    return checks
+
+
+def _envelope_value_checks() -> list[Check]:
+    return [
+        ("event_id_uuid IS NULL", "invalid_field:event_id"),
+        (f"event_type NOT IN {_sql_set(frozenset(EVENT_FIELDS))}", "unknown_event_type"),
+        (f"schema_version != {SCHEMA_VERSION}", "unknown_schema_version"),
+        # The staging hint routed the line here; both readings of the type must agree.
+        ("event_type != type_hint", "invalid_field:event_type"),
+    ]
+
+
+def _invariant_checks(event_type: str) -> list[Check]:
     fields = EVENT_FIELDS[event_type]
     checks = [(f"{f.name} < 0", f"invariant:negative_{f.name}") for f in fields if f.is_money]
     names = {f.name for f in fields}
@@ -126,67 +202,90 @@ def _invariant_checks(event_type: str) -> list[tuple[str, str]]:
     return checks
 
 
-def _first_failure(checks: list[tuple[str, str]]) -> str:
-    if not checks:
-        return "''"
-    parts = ", ".join(f"{cond}, '{reason}'" for cond, reason in checks)
-    return f"multiIf({parts}, '')"
-
-
-def parsed_fields() -> dict[str, Field]:
-    """Every field of every event type by name; a name used as nullable anywhere is nullable."""
-    fields: dict[str, Field] = {f.name: f for f in ENVELOPE}
-    for type_fields in EVENT_FIELDS.values():
-        for f in type_fields:
-            if f.name not in fields or f.kind == "nullable_string":
-                fields[f.name] = Field(f.name, f.kind)
-    return fields
+def _type_checks(event_type: str) -> list[Check]:
+    """Checks on typed values, common to both paths."""
+    fields = [*ENVELOPE, *EVENT_FIELDS[event_type]]
+    return _value_checks(fields) + _envelope_value_checks() + _invariant_checks(event_type)
 
 
 def reason_sql(event_type: str | None) -> str:
-    """The quarantine reason of a line of `event_type` ('' when valid); with None, of a line
-    whose event_type is missing or unknown, which always has a reason."""
-    envelope = [c for f in ENVELOPE for c in _field_checks(f)]
-    envelope.insert(2, ("event_id_uuid IS NULL", "invalid_field:event_id"))
+    """The strict path's quarantine reason for a line of `event_type` ('' when valid); with
+    None, for a line whose event_type is missing or unknown, which always has a reason."""
+    fields = [*ENVELOPE, *(EVENT_FIELDS[event_type] if event_type else ())]
     checks = [
         ("NOT isValidUTF8(line)", "not_utf8"),
         ("empty(kv) AND NOT isValidJSON(line)", "not_json"),
         ("empty(kv) AND JSONType(line) != 'Object'", "not_json_object"),
         ("length(arrayDistinct(keys)) != length(keys)", "duplicate_key"),
-        *envelope,
-        (f"event_type NOT IN {_sql_set(frozenset(EVENT_FIELDS))}", "unknown_event_type"),
-        (f"schema_version != {SCHEMA_VERSION}", "unknown_schema_version"),
-        # The staging hint routed the line here; a line whose keys disagree (a repeated
-        # event_type key) is not trusted with either reading.
-        ("event_type != type_hint", "invalid_field:event_type"),
+        *_strict_field_checks(list(ENVELOPE)),
+        *_envelope_value_checks(),
     ]
     if event_type is not None:
-        fields = EVENT_FIELDS[event_type]
-        checks += [c for f in fields for c in _field_checks(f)] + _invariant_checks(event_type)
+        checks += _strict_field_checks(fields[len(ENVELOPE) :]) + _invariant_checks(event_type)
     return _first_failure(checks)
 
 
-def parse_select_sql(lines_table: str, event_type: str | None) -> tuple[list[str], str]:
-    """Columns and SELECT that parse the staged lines of one event type (None: lines with a
-    missing or unknown type) into rows of the parse table, with their quarantine reason.
+# --- queries ------------------------------------------------------------------------------
 
-    One query per type keeps every expression specific to the fields that type has, which is
-    several times faster than one query that considers every type on every line.
-    """
-    fields = list(ENVELOPE) + list(EVENT_FIELDS[event_type] if event_type else ())
-    raws = ",\n    ".join(f"vals[indexOf(keys, '{f.name}')] AS {_raw(f.name)}" for f in fields)
-    values = ",\n    ".join(f"{_value_sql(f.kind, _raw(f.name))} AS {f.name}" for f in fields)
+
+def _columns(fields: list[Field]) -> list[str]:
+    return ["pos", *(f.name for f in fields), "event_id_uuid", "payload_hash", "quarantine_reason"]
+
+
+def fast_parse_select_sql(lines_table: str, event_type: str) -> tuple[list[str], str]:
+    """Columns and SELECT of the lines of `event_type` that take the fast path and pass every
+    check; they are valid (empty quarantine reason). The rest go to `parse_select_sql`."""
+    fields = [*ENVELOPE, *EVENT_FIELDS[event_type]]
+    texts = [f"t.{f.name} AS {_text(f.name)}" for f in fields if f.kind in _TEXT_KINDS]
+    values = [
+        _text_value_sql(f.kind, _text(f.name)) if f.kind in _TEXT_KINDS else f"t.{f.name}"
+        for f in fields
+    ]
+    columns = _columns(fields)
+    expressions = ",\n    ".join(
+        texts + [f"{v} AS {f.name}" for v, f in zip(values, fields, strict=True)]
+    )
+    return (
+        columns,
+        f"""
+SELECT {", ".join(columns)}
+FROM (
+  SELECT
+    pos, line, type_hint,
+    JSONExtract(line, '{_tuple_type(fields)}') AS t,
+    {expressions},
+    toUUIDOrNull(event_id) AS event_id_uuid,
+    cityHash64(line) AS payload_hash,
+    '' AS quarantine_reason
+  FROM {lines_table}
+  WHERE type_hint = '{event_type}'
+)
+WHERE toJSONString(t) = line AND {_first_failure(_type_checks(event_type))} = ''""",
+    )
+
+
+def parse_select_sql(
+    lines_table: str, event_type: str | None, skip_table: str | None = None
+) -> tuple[list[str], str]:
+    """Columns and SELECT that parse, on the strict path, the staged lines of one event type
+    (None: lines with a missing or unknown type), with their quarantine reason. Lines already
+    in `skip_table` (parsed on the fast path) are left out."""
+    fields = [*ENVELOPE, *(EVENT_FIELDS[event_type] if event_type else ())]
+    raws = [f"vals[indexOf(keys, '{f.name}')] AS {_raw(f.name)}" for f in fields]
+    texts = [
+        f"{_unquoted(_raw(f.name))} AS {_text(f.name)}" for f in fields if f.kind in _TEXT_KINDS
+    ]
+    values = [f"{_strict_value_sql(f)} AS {f.name}" for f in fields]
     if event_type is None:
         where = f"type_hint NOT IN {_sql_set(frozenset(EVENT_FIELDS))}"
     else:
         where = f"type_hint = '{event_type}'"
-    columns = [
-        "pos",
-        *(f.name for f in fields),
-        "event_id_uuid",
-        "payload_hash",
-        "quarantine_reason",
-    ]
+        if skip_table:
+            where += (
+                f" AND pos NOT IN (SELECT pos FROM {skip_table} WHERE event_type = '{event_type}')"
+            )
+    columns = _columns(fields)
+    expressions = ",\n    ".join(raws + texts + values)
     return (
         columns,
         f"""
@@ -197,8 +296,7 @@ FROM (
     JSONExtractKeysAndValuesRaw(line) AS kv,
     arrayMap(x -> x.1, kv) AS keys,
     arrayMap(x -> x.2, kv) AS vals,
-    {raws},
-    {values},
+    {expressions},
     toUUIDOrNull(event_id) AS event_id_uuid,
     cityHash64(line) AS payload_hash,
     {reason_sql(event_type)} AS quarantine_reason
@@ -206,6 +304,16 @@ FROM (
   WHERE {where}
 )""",
     )
+
+
+def parsed_fields() -> dict[str, Field]:
+    """Every field of every event type by name; a name used as nullable anywhere is nullable."""
+    fields: dict[str, Field] = {f.name: f for f in ENVELOPE}
+    for type_fields in EVENT_FIELDS.values():
+        for f in type_fields:
+            if f.name not in fields or f.kind == "nullable_string":
+                fields[f.name] = Field(f.name, f.kind)
+    return fields
 
 
 def parsed_columns_ddl() -> str:

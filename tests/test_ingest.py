@@ -196,3 +196,22 @@ def test_interrupted_load_is_rolled_back_before_reloading(tmp_path, warehouse):
     assert [(f.loaded, f.duplicates) for f in report.files] == [(1, 0)]
     assert warehouse.query(f"SELECT count() FROM {raw_table('gift_sent')}").result_rows == [(1,)]
     assert warehouse.query("SELECT count() FROM event_index").result_rows == [(1,)]
+
+
+def test_valid_lines_in_any_json_layout_load_alike(tmp_path, warehouse):
+    """Compact lines in contract order take the fast path; spacing, key order, extra keys and
+    escapes take the strict one. Both must load the same values."""
+    canonical = line(GIFT)
+    relaid = json.dumps(
+        {"extra": {"nested": [1]}, **dict(reversed(list(GIFT.items()))), "gift_id": "g\u00e9/1"},
+        indent=1,
+    ).replace("\n", " ")
+    relaid = relaid.replace(GIFT["event_id"], event_id(7))
+    write(tmp_path, "t-000000000001.jsonl", [canonical, relaid])
+    report = ingest(warehouse, tmp_path, read_files_in_warehouse=True)
+    assert [(f.loaded, f.quarantined) for f in report.files] == [(2, 0)]
+    rows = warehouse.query(
+        "SELECT gift_id, coins, value_minor, splits, occurred_at FROM raw_gift_sent ORDER BY _line"
+    ).result_rows
+    assert rows[0][1:] == rows[1][1:]
+    assert [r[0] for r in rows] == ["g1", "g\u00e9/1"]
