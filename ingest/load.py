@@ -28,7 +28,7 @@ from ingest.schema import (
     ensure_schema,
     raw_table,
 )
-from ingest.validate import fast_parse_select_sql, parse_select_sql, parsed_columns_ddl
+from ingest.validate import parse_select_sql, parsed_columns_ddl
 from live_runtime.events import EVENT_FIELDS
 from live_runtime.telemetry import list_sealed
 
@@ -190,14 +190,9 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
     )
     for index, path in enumerate(files):
         _stage_file(client, index, path, read_in_warehouse)
-    for event_type in EVENT_FIELDS:
-        for columns, select in (
-            fast_parse_select_sql(LINES, event_type),
-            parse_select_sql(LINES, event_type, skip_table=PARSED),
-        ):
-            client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
-    columns, select = parse_select_sql(LINES, None)
-    client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
+    for event_type in [*EVENT_FIELDS, None]:
+        columns, select = parse_select_sql(LINES, event_type)
+        client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
     client.command(_classify_sql())
     client.command(f"TRUNCATE TABLE {PARSED}")
     params = {"files": names}

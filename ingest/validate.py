@@ -1,17 +1,11 @@
 """The SQL that parses and validates staged telemetry lines in bulk, built from the event model.
 
-Lines are parsed one event type at a time (the type read at staging routes them), on two paths:
-
-- Fast: the line is read into a typed tuple. If serialising that tuple gives back exactly the
-  line, every field had exactly its JSON type (`"5"` would come back as `5`), so only the value
-  checks remain. Producers writing compact JSON in contract order, as ours do, take this path.
-- Strict: every other line is split once into its keys and raw JSON values
-  (`JSONExtractKeysAndValuesRaw`) and each field is type-checked on its raw text. The first
-  failing check names the line's quarantine reason.
-
-Both paths apply the same value checks and invariants, so a line is accepted or rejected alike on
-either. Two lines carry the same payload when they are byte-identical (a redelivery); any other
-line with a known event_id is a conflict, kept in quarantine for review rather than guessed equal.
+Lines are parsed one event type at a time (the type read at staging routes them), so every
+expression is specific to the fields that type has. Each line is split once into its keys and
+raw JSON values (`JSONExtractKeysAndValuesRaw`) and each field is type-checked on its raw text, so
+`"5"` is not mistaken for `5`; the first failing check names the line's quarantine reason. Two
+lines carry the same payload when they are byte-identical (a redelivery); any other line with a
+known event_id is a conflict, kept in quarantine for review rather than guessed equal.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from live_runtime.events import (
 
 _TIME_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z$"
 _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-# Split entries are decoded by the typed JSON reader, which on the strict path reads "5" as 5.
+# Split entries are decoded by the typed JSON reader, which is fast but reads "5" as 5.
 _SPLITS_NULLABLE = "Array(Tuple(creator_id Nullable(String), share_minor Nullable(Int64)))"
 # Times outside this range are not telemetry from a running platform.
 _EARLIEST, _LATEST = "2000-01-01", "2100-01-01"
@@ -61,16 +55,13 @@ def _first_failure(checks: list[Check]) -> str:
     return f"multiIf({parts}, '')"
 
 
-# --- values ------------------------------------------------------------------------------
-
-
 def _text_value_sql(kind: FieldKind, text: str) -> str:
     if kind == "time":
         return f"parseDateTime64BestEffortOrNull({text}, 6, 'UTC')"
     return f"toDate32OrNull({text})"
 
 
-def _strict_value_sql(field: Field) -> str:
+def _value_sql(field: Field) -> str:
     """The typed value from the raw JSON text; NULL where it does not parse."""
     r = _raw(field.name)
     if field.kind in _TEXT_KINDS:
@@ -90,26 +81,8 @@ def _string_sql(r: str) -> str:
     return f"if(position({r}, '\\\\') = 0, {_unquoted(r)}, JSONExtractString({r}))"
 
 
-def _tuple_type(fields: list[Field]) -> str:
-    """The typed reading of a line for the fast path; times and dates stay text until checked."""
-    types = {
-        "string": "String",
-        "nullable_string": "Nullable(String)",
-        "time": "String",
-        "date": "String",
-    }
-    return (
-        "Tuple("
-        + ", ".join(f"{f.name} {types.get(f.kind, KIND_TYPES[f.kind])}" for f in fields)
-        + ")"
-    )
-
-
-# --- checks -------------------------------------------------------------------------------
-
-
 def _json_type_sql(field: Field) -> str:
-    """True when the raw JSON value has the field's type (strict path only)."""
+    """True when the raw JSON value has the field's type."""
     r, v = _raw(field.name), field.name
     return {
         "string": f"startsWith({r}, '\"')",
@@ -126,7 +99,7 @@ def _json_type_sql(field: Field) -> str:
 
 
 def _value_ok_sql(field: Field) -> str | None:
-    """True when a value of the right JSON type is also an acceptable value (both paths)."""
+    """True when a value of the right JSON type is also an acceptable value."""
     v = field.name
     check = {
         "time": f"match({_text(v)}, '{_TIME_RE}') AND {v} IS NOT NULL"
@@ -142,20 +115,13 @@ def _value_ok_sql(field: Field) -> str | None:
     return check
 
 
-def _value_checks(fields: list[Field]) -> list[Check]:
-    return [
-        (f"NOT ({ok})", f"invalid_field:{f.name}")
-        for f in fields
-        if (ok := _value_ok_sql(f)) is not None
-    ]
-
-
-def _strict_field_checks(fields: list[Field]) -> list[Check]:
+def _field_checks(fields: list[Field]) -> list[Check]:
     checks: list[Check] = []
     for f in fields:
         checks.append((f"{_raw(f.name)} = ''", f"missing_field:{f.name}"))
         checks.append((f"NOT ({_json_type_sql(f)})", f"invalid_field:{f.name}"))
-        checks += _value_checks([f])
+        if (ok := _value_ok_sql(f)) is not None:
+            checks.append((f"NOT ({ok})", f"invalid_field:{f.name}"))
     return checks
 
 
@@ -202,14 +168,8 @@ def _invariant_checks(event_type: str) -> list[Check]:
     return checks
 
 
-def _type_checks(event_type: str) -> list[Check]:
-    """Checks on typed values, common to both paths."""
-    fields = [*ENVELOPE, *EVENT_FIELDS[event_type]]
-    return _value_checks(fields) + _envelope_value_checks() + _invariant_checks(event_type)
-
-
 def reason_sql(event_type: str | None) -> str:
-    """The strict path's quarantine reason for a line of `event_type` ('' when valid); with
+    """The quarantine reason for a line of `event_type` ('' when valid); with
     None, for a line whose event_type is missing or unknown, which always has a reason."""
     fields = [*ENVELOPE, *(EVENT_FIELDS[event_type] if event_type else ())]
     checks = [
@@ -217,73 +177,31 @@ def reason_sql(event_type: str | None) -> str:
         ("empty(kv) AND NOT isValidJSON(line)", "not_json"),
         ("empty(kv) AND JSONType(line) != 'Object'", "not_json_object"),
         ("length(arrayDistinct(keys)) != length(keys)", "duplicate_key"),
-        *_strict_field_checks(list(ENVELOPE)),
+        *_field_checks(list(ENVELOPE)),
         *_envelope_value_checks(),
     ]
     if event_type is not None:
-        checks += _strict_field_checks(fields[len(ENVELOPE) :]) + _invariant_checks(event_type)
+        checks += _field_checks(fields[len(ENVELOPE) :]) + _invariant_checks(event_type)
     return _first_failure(checks)
-
-
-# --- queries ------------------------------------------------------------------------------
 
 
 def _columns(fields: list[Field]) -> list[str]:
     return ["pos", *(f.name for f in fields), "event_id_uuid", "payload_hash", "quarantine_reason"]
 
 
-def fast_parse_select_sql(lines_table: str, event_type: str) -> tuple[list[str], str]:
-    """Columns and SELECT of the lines of `event_type` that take the fast path and pass every
-    check; they are valid (empty quarantine reason). The rest go to `parse_select_sql`."""
-    fields = [*ENVELOPE, *EVENT_FIELDS[event_type]]
-    texts = [f"t.{f.name} AS {_text(f.name)}" for f in fields if f.kind in _TEXT_KINDS]
-    values = [
-        _text_value_sql(f.kind, _text(f.name)) if f.kind in _TEXT_KINDS else f"t.{f.name}"
-        for f in fields
-    ]
-    columns = _columns(fields)
-    expressions = ",\n    ".join(
-        texts + [f"{v} AS {f.name}" for v, f in zip(values, fields, strict=True)]
-    )
-    return (
-        columns,
-        f"""
-SELECT {", ".join(columns)}
-FROM (
-  SELECT
-    pos, line, type_hint,
-    JSONExtract(line, '{_tuple_type(fields)}') AS t,
-    {expressions},
-    toUUIDOrNull(event_id) AS event_id_uuid,
-    cityHash64(line) AS payload_hash,
-    '' AS quarantine_reason
-  FROM {lines_table}
-  WHERE type_hint = '{event_type}'
-)
-WHERE toJSONString(t) = line AND {_first_failure(_type_checks(event_type))} = ''""",
-    )
-
-
-def parse_select_sql(
-    lines_table: str, event_type: str | None, skip_table: str | None = None
-) -> tuple[list[str], str]:
-    """Columns and SELECT that parse, on the strict path, the staged lines of one event type
-    (None: lines with a missing or unknown type), with their quarantine reason. Lines already
-    in `skip_table` (parsed on the fast path) are left out."""
+def parse_select_sql(lines_table: str, event_type: str | None) -> tuple[list[str], str]:
+    """Columns and SELECT that parse the staged lines of one event type (None: lines with a
+    missing or unknown type) into rows of the parse table, with their quarantine reason."""
     fields = [*ENVELOPE, *(EVENT_FIELDS[event_type] if event_type else ())]
     raws = [f"vals[indexOf(keys, '{f.name}')] AS {_raw(f.name)}" for f in fields]
     texts = [
         f"{_unquoted(_raw(f.name))} AS {_text(f.name)}" for f in fields if f.kind in _TEXT_KINDS
     ]
-    values = [f"{_strict_value_sql(f)} AS {f.name}" for f in fields]
+    values = [f"{_value_sql(f)} AS {f.name}" for f in fields]
     if event_type is None:
         where = f"type_hint NOT IN {_sql_set(frozenset(EVENT_FIELDS))}"
     else:
         where = f"type_hint = '{event_type}'"
-        if skip_table:
-            where += (
-                f" AND pos NOT IN (SELECT pos FROM {skip_table} WHERE event_type = '{event_type}')"
-            )
     columns = _columns(fields)
     expressions = ",\n    ".join(raws + texts + values)
     return (
