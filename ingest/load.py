@@ -262,8 +262,8 @@ SELECT p.*,
     p.quarantine_reason != '', p.quarantine_reason,
     k.known = 1 AND k.known_hash = p.payload_hash, 'duplicate',
     k.known = 1, 'conflicting_duplicate',
-    f.first_pos != p.pos AND f.first_hash = p.payload_hash, 'duplicate',
-    f.first_pos != p.pos, 'conflicting_duplicate',
+    f.first_pos != 0 AND f.first_pos != p.pos AND f.first_hash = p.payload_hash, 'duplicate',
+    f.first_pos != 0 AND f.first_pos != p.pos, 'conflicting_duplicate',
     'loaded')
 FROM {PARSED} AS p
 LEFT JOIN (
@@ -276,6 +276,7 @@ LEFT JOIN (
   SELECT event_id_uuid AS id, argMin(payload_hash, pos) AS first_hash, min(pos) AS first_pos
   FROM {PARSED} WHERE quarantine_reason = ''
   GROUP BY event_id_uuid
+  HAVING count() > 1  -- ids seen once in the batch need no lookup: keeps the join small
 ) AS f ON p.event_id_uuid = f.id"""
 
 
