@@ -152,7 +152,8 @@ BAD_LINES: list[tuple[str | bytes, str]] = [
 ]
 
 
-def test_every_quarantine_reason_keeps_line_file_and_number(tmp_path, warehouse):
+@pytest.mark.parametrize("in_warehouse", [True, False], ids=["file-read", "bytes-sent"])
+def test_every_quarantine_reason_keeps_line_file_and_number(tmp_path, warehouse, in_warehouse):
     lines = [bad for bad, _ in BAD_LINES]
     lines = [
         raw
@@ -163,7 +164,7 @@ def test_every_quarantine_reason_keeps_line_file_and_number(tmp_path, warehouse)
         for i, raw in enumerate(lines)
     ]
     write(tmp_path, "t-000000000001.jsonl", lines)
-    report = ingest(warehouse, tmp_path, read_files_in_warehouse=True)
+    report = ingest(warehouse, tmp_path, read_files_in_warehouse=in_warehouse)
     expected = {i + 1: reason for i, (_, reason) in enumerate(BAD_LINES)}
     assert outcomes(warehouse) == expected
     (file,) = report.files
