@@ -31,7 +31,7 @@ WITH marks AS (
   UNION ALL
   SELECT session_id, creator_id, CAST(ts AS TIMESTAMP), kind FROM host_changes
 ), ordered AS (
-  SELECT *, lead(ts) OVER (PARTITION BY session_id, creator_id ORDER BY ts, kind) AS next_at
+  SELECT *, lead(ts) OVER (PARTITION BY session_id, creator_id ORDER BY ts, kind DESC) AS next_at
   FROM marks
 )
 SELECT o.session_id, o.creator_id,

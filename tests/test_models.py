@@ -566,6 +566,18 @@ def test_session_creator_ids_keep_the_owner_first_when_two_hosts_start() -> None
     assert sorted(ids) == ["amy", "bo", "zoe"]
 
 
+def test_a_host_who_reconnects_at_the_same_instant_stays_present() -> None:
+    # bo leaves and rejoins at 20:30 (a reconnect): present 20:10-20:30 and 20:30-21:00.
+    x = Inputs()
+    x.session("s-re", "2026-03-10 20:00", ["zoe"], end="2026-03-10 21:00")
+    x.host("s-re", "bo", "2026-03-10 20:10", "join")
+    x.host("s-re", "bo", "2026-03-10 20:30", "join")
+    x.host("s-re", "bo", "2026-03-10 20:30", "leave")
+    weekly = build_marts(x.tables(), COST_MODEL)["creator_weekly"]
+    assert row(weekly, creator_id="bo")["live_minutes"] == pytest.approx(20 + 30)
+    assert row(weekly, creator_id="zoe")["live_minutes"] == pytest.approx(60)
+
+
 def test_creator_weekly(marts: dict[str, pa.Table]) -> None:
     weekly = marts["creator_weekly"]
     keys = sorted((r["week"], r["creator_id"]) for r in weekly.to_pylist())
