@@ -126,3 +126,36 @@ def reporting_currency() -> str:
         mart_path("platform_daily"),
     )
     return " / ".join(frame["reporting_currency"].drop_nulls().to_list())
+
+
+# Ratios of platform_daily, each as (numerator, denominator) of additive columns.
+DAILY_RATIOS = {
+    "cost_per_live_minute": ("infra_cost", "live_minutes"),
+    "cost_per_viewer_minute": ("infra_cost", "viewer_minutes"),
+    "failure_rate": ("failed_transactions", "attempts"),
+    "cost_per_transaction": ("transaction_cost", "transactions"),
+    "contribution_margin": ("contribution", "platform_revenue"),
+    "take_rate": ("platform_revenue", "gross_volume"),
+}
+
+
+def weekly_finance(daily: pl.DataFrame) -> pl.DataFrame:
+    """platform_daily rolled up to weeks (Monday keys, in the `day` column): amounts and counts
+    are summed, and each ratio is recomputed from the sums, never averaged across days."""
+    ratios = set(DAILY_RATIOS)
+    labels = ["cost_model_version", "reporting_currency"]
+    additive = [c for c in daily.columns if c not in ratios | {"day", *labels}]
+    weeks = (
+        daily.with_columns(pl.col("day").dt.truncate("1w"))
+        .group_by("day", maintain_order=True)
+        .agg(*(pl.col(c).sum() for c in additive), *(pl.col(c).first() for c in labels))
+        .with_columns(attempts=pl.col("transactions") + pl.col("failed_transactions"))
+    )
+    weeks = weeks.with_columns(
+        (
+            pl.col(top).cast(pl.Float64)
+            / pl.when(pl.col(bottom) != 0).then(pl.col(bottom).cast(pl.Float64))
+        ).alias(name)
+        for name, (top, bottom) in DAILY_RATIOS.items()
+    )
+    return weeks.drop("attempts").select(daily.columns)

@@ -7,14 +7,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboards import MARTS_ENV, ui
+from dashboards import MARTS_ENV, data, ui
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 PAGES = ["pages/home.py", "pages/finance.py", "pages/product.py", "pages/creator.py"]
@@ -80,6 +83,50 @@ def test_finance_headline_follows_the_date_range(published_marts, monkeypatch):
         params=[str(published_marts / "platform_daily.parquet"), first],
     ).fetchall()[0]
     assert app.metric[0].value == ui.money(revenue, currency)
+
+
+def test_finance_switches_to_weeks(published_marts, monkeypatch):
+    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    daily_charts = charts_on(app)
+    app.radio[0].set_value("week").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert charts_on(app) == daily_charts
+    assert any("Each week's infra cost" in c.value for c in app.caption)
+
+
+def test_weekly_finance_sums_parts_and_recomputes_ratios(published_marts):
+    daily = pl.read_parquet(published_marts / "platform_daily.parquet")
+    weeks = data.weekly_finance(daily)
+    assert weeks.columns == daily.columns
+    assert weeks["day"].to_list() == sorted(set(daily["day"].dt.truncate("1w").to_list()))
+    for column in ("infra_cost", "contribution", "transactions", "live_minutes"):
+        assert weeks[column].sum() == pytest.approx(daily[column].sum())
+    first = weeks.row(0, named=True)
+    in_first = daily.filter(pl.col("day").dt.truncate("1w") == first["day"])
+    assert first["cost_per_live_minute"] == pytest.approx(
+        float(in_first["infra_cost"].sum()) / in_first["live_minutes"].sum()
+    )
+    assert first["failure_rate"] == pytest.approx(
+        in_first["failed_transactions"].sum()
+        / (in_first["transactions"].sum() + in_first["failed_transactions"].sum())
+    )
+
+
+def test_weekly_ratio_with_nothing_to_divide_by_is_null():
+    day = {"day": [date(2026, 11, 2)], "live_minutes": [0.0], "viewer_minutes": [0.0]}
+    zeros = {c: [0] for c in ("transactions", "failed_transactions")}
+    money = {
+        c: [Decimal("1.5")]
+        for c in ("infra_cost", "transaction_cost", "contribution", "platform_revenue")
+    }
+    daily = pl.DataFrame({**day, **zeros, **money, "gross_volume": [Decimal("0")]})
+    daily = daily.with_columns(
+        pl.lit(None, pl.Float64).alias(name) for name in data.DAILY_RATIOS
+    ).with_columns(cost_model_version=pl.lit("v"), reporting_currency=pl.lit("USD"))
+    week = data.weekly_finance(daily).row(0, named=True)
+    assert week["cost_per_live_minute"] is None
+    assert week["take_rate"] is None
+    assert week["contribution_margin"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -10,11 +10,17 @@ with ui.marts_required():
     daily = data.platform_daily()
 ui.require_rows(daily, "days")
 
-start, end = ui.date_range(daily["day"], "Days (UTC)")
+range_column, grain_column = st.columns([3, 1])
+with range_column:
+    start, end = ui.date_range(daily["day"], "Days (UTC)")
+with grain_column:
+    grain = st.radio("Per", ["day", "week"], horizontal=True, help="Weeks start on Monday.")
 days = daily.filter(pl.col("day").is_between(start, end))
 if days.is_empty():
     st.info("No days in this range; widen it.", icon=":material/info:")
     st.stop()
+# The charts below plot one point per period; a week's ratios come from its sums.
+periods = days if grain == "day" else data.weekly_finance(days)
 
 currency = " / ".join(days["reporting_currency"].unique(maintain_order=True).to_list())
 versions = ", ".join(days["cost_model_version"].unique(maintain_order=True).to_list())
@@ -72,28 +78,28 @@ with left:
     st.subheader("Cost per live minute")
     ui.chart(
         charts.lines(
-            days,
+            periods,
             "day",
             {"cost_per_live_minute": "Cost per live minute"},
             y_title=f"{currency} per live minute",
             y_format=",.4~f",
         ),
-        "The day's infra cost (usage priced by the cost model, plus that day's share of the "
-        "fixed monthly cost) divided by the minutes sessions were live that day.",
+        f"Each {grain}'s infra cost (usage priced by the cost model, plus its share of the "
+        f"fixed monthly cost) divided by the minutes sessions were live in that {grain}.",
     )
 with right:
     st.subheader("Cost per transaction")
     ui.chart(
         charts.lines(
-            days,
+            periods,
             "day",
             {"cost_per_transaction": "Cost per transaction"},
             y_title=f"{currency} per transaction",
             y_format=",.4~f",
         ),
-        "The day's transaction cost (payment and store fees, the per-transaction fee, and "
+        f"Each {grain}'s transaction cost (payment and store fees, the per-transaction fee, and "
         "payment fees of refunded orders) divided by its coin purchases, gifts and paid orders. "
-        "A day with no transactions has no point.",
+        f"A {grain} with no transactions has no point.",
     )
 
 left, right = st.columns(2)
@@ -101,7 +107,7 @@ with left:
     st.subheader("Contribution margin and take rate")
     ui.chart(
         charts.lines(
-            days,
+            periods,
             "day",
             {"contribution_margin": "Contribution margin", "take_rate": "Take rate"},
             y_title="share",
@@ -109,12 +115,12 @@ with left:
         ),
         "Contribution margin: what is left of platform revenue after transaction and infra "
         "cost, as a share of it. Take rate: platform revenue as a share of gross volume. "
-        "A day without revenue (or volume) has no point.",
+        f"A {grain} without revenue (or volume) has no point.",
     )
 with right:
     st.subheader("Contribution and its parts")
     ui.chart(
-        charts.contribution(days, "day", y_title=f"{currency} per day"),
+        charts.contribution(periods, "day", y_title=f"{currency} per {grain}"),
         "Platform revenue above zero, transaction and infra cost below it; the line is the "
         "contribution left over (revenue minus both costs). Refunds count on the day of refund.",
     )
@@ -124,7 +130,7 @@ with left:
     st.subheader("Infra cost by component")
     ui.chart(
         charts.stacked_bars(
-            days,
+            periods,
             "day",
             {
                 "publish_cost": "Publish",
@@ -135,7 +141,7 @@ with left:
                 "recording_cost": "Recording",
                 "fixed_cost": "Fixed",
             },
-            y_title=f"{currency} per day",
+            y_title=f"{currency} per {grain}",
             y_format=",.2~f",
         ),
         "Usage minutes and bytes priced by the cost model: publishing, delivery to viewers, "
@@ -146,7 +152,7 @@ with right:
     st.subheader("Transaction cost by component")
     ui.chart(
         charts.stacked_bars(
-            days,
+            periods,
             "day",
             {
                 "payment_fees": "Payment fees",
@@ -154,9 +160,9 @@ with right:
                 "per_transaction_fees": "Per-transaction fees",
                 "refunded_payment_fees": "Payment fees of refunds",
             },
-            y_title=f"{currency} per day",
+            y_title=f"{currency} per {grain}",
             y_format=",.2~f",
         ),
         "Payment and app-store fees on coin purchases, the fixed fee on every transaction, and "
-        "the payment fees of orders refunded that day.",
+        f"the payment fees of orders refunded in that {grain}.",
     )
