@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from dashboards import MARTS_ENV, data, ui
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
-PAGES = ["pages/home.py", "pages/finance.py", "pages/product.py", "pages/creator.py"]
+PAGES = ["views/home.py", "views/finance.py", "views/product.py", "views/creator.py"]
 TIMEOUT = 30  # the first run imports DuckDB, Polars and Altair
 
 
@@ -44,7 +44,7 @@ def charts_on(app: AppTest) -> int:
 
 
 def test_home_shows_links_and_freshness(published_marts, monkeypatch):
-    app = open_page("pages/home.py", published_marts, monkeypatch)
+    app = open_page("views/home.py", published_marts, monkeypatch)
     latest = duckdb.sql(
         "SELECT max(day) FROM read_parquet(?)",
         params=[str(published_marts / "platform_daily.parquet")],
@@ -55,7 +55,7 @@ def test_home_shows_links_and_freshness(published_marts, monkeypatch):
 
 @pytest.mark.parametrize(
     ("page", "metrics", "charts"),
-    [("pages/finance.py", 6, 6), ("pages/product.py", 6, 5), ("pages/creator.py", 6, 5)],
+    [("views/finance.py", 6, 6), ("views/product.py", 6, 5), ("views/creator.py", 6, 5)],
 )
 def test_page_renders_charts_and_metrics(page, metrics, charts, published_marts, monkeypatch):
     app = open_page(page, published_marts, monkeypatch)
@@ -65,7 +65,7 @@ def test_page_renders_charts_and_metrics(page, metrics, charts, published_marts,
 
 
 def test_finance_names_cost_model_and_currency(published_marts, monkeypatch):
-    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    app = open_page("views/finance.py", published_marts, monkeypatch)
     version, currency = duckdb.sql(
         "SELECT any_value(cost_model_version), any_value(reporting_currency) FROM read_parquet(?)",
         params=[str(published_marts / "platform_daily.parquet")],
@@ -74,7 +74,7 @@ def test_finance_names_cost_model_and_currency(published_marts, monkeypatch):
 
 
 def test_finance_headline_follows_the_date_range(published_marts, monkeypatch):
-    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    app = open_page("views/finance.py", published_marts, monkeypatch)
     first, _ = app.date_input[0].value
     app.date_input[0].set_value((first, first)).run()
     assert not app.exception
@@ -86,7 +86,7 @@ def test_finance_headline_follows_the_date_range(published_marts, monkeypatch):
 
 
 def test_finance_switches_to_weeks(published_marts, monkeypatch):
-    app = open_page("pages/finance.py", published_marts, monkeypatch)
+    app = open_page("views/finance.py", published_marts, monkeypatch)
     daily_charts = charts_on(app)
     app.radio[0].set_value("week").run()
     assert not app.exception, [e.message for e in app.exception]
@@ -149,7 +149,7 @@ def test_home_explains_an_unset_marts_folder(monkeypatch):
 
 
 def test_creator_page_shows_only_the_chosen_creator(published_marts, monkeypatch):
-    app = open_page("pages/creator.py", published_marts, monkeypatch)
+    app = open_page("views/creator.py", published_marts, monkeypatch)
     chosen = app.selectbox[0].options[-1]  # not the default, so choosing really changes it
     app.selectbox[0].set_value(chosen).run()
     assert not app.exception

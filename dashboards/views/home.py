@@ -12,11 +12,11 @@ st.markdown(
     "and follows the definitions in `shared/METRICS.md`."
 )
 
-st.page_link("pages/finance.py", label="Finance", icon=":material/payments:")
+st.page_link("views/finance.py", label="Finance", icon=":material/payments:")
 st.caption("Unit costs, contribution margin, take rate, and what infra and payments cost.")
-st.page_link("pages/product.py", label="Product", icon=":material/insights:")
+st.page_link("views/product.py", label="Product", icon=":material/insights:")
 st.caption("How often creators earn while live, and how evenly earnings are spread.")
-st.page_link("pages/creator.py", label="Creator", icon=":material/person:")
+st.page_link("views/creator.py", label="Creator", icon=":material/person:")
 st.caption("One creator's weeks and sessions.")
 
 st.divider()

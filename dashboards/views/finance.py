@@ -14,7 +14,16 @@ range_column, grain_column = st.columns([3, 1])
 with range_column:
     start, end = ui.date_range(daily["day"], "Days (UTC)")
 with grain_column:
-    grain = st.radio("Per", ["day", "week"], horizontal=True, help="Weeks start on Monday.")
+    # `?per=week` in the address opens the weekly view, so a link can share it.
+    grains = ["day", "week"]
+    asked = st.query_params.get("per", "day")
+    grain = st.radio(
+        "Per",
+        grains,
+        index=grains.index(asked) if asked in grains else 0,
+        horizontal=True,
+        help="Weeks start on Monday.",
+    )
 days = daily.filter(pl.col("day").is_between(start, end))
 if days.is_empty():
     st.info("No days in this range; widen it.", icon=":material/info:")
