@@ -94,6 +94,16 @@ def test_finance_switches_to_weeks(published_marts, monkeypatch):
     assert any("Each week's infra cost" in c.value for c in app.caption)
 
 
+def test_finance_link_can_open_the_weekly_view(published_marts, monkeypatch):
+    monkeypatch.setenv(MARTS_ENV, str(published_marts))
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.query_params["per"] = "week"
+    app.run()
+    app.switch_page("views/finance.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert app.radio[0].value == "week"
+
+
 def test_weekly_finance_sums_parts_and_recomputes_ratios(published_marts):
     daily = pl.read_parquet(published_marts / "platform_daily.parquet")
     weeks = data.weekly_finance(daily)
