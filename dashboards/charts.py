@@ -53,36 +53,36 @@ def _tooltip(x: str, y_format: str) -> list[alt.Tooltip]:
     ]
 
 
+def _over_dates(
+    frame: pl.DataFrame, x: str, series: dict[str, str], y_format: str, mark: str, **encodings
+) -> alt.Chart:
+    """The frame's series in long form, drawn over dates with a legend and a tooltip."""
+    chart = alt.Chart(_long(frame, x, series), height=HEIGHT)
+    marked = chart.mark_line(point=True) if mark == "line" else chart.mark_bar()
+    return marked.encode(
+        x=_time_x(x), color=_legend(series), tooltip=_tooltip(x, y_format), **encodings
+    )
+
+
 def lines(
     frame: pl.DataFrame, x: str, series: dict[str, str], *, y_title: str, y_format: str
 ) -> alt.Chart:
     """One line per series over dates (ratios and unit costs)."""
-    return (
-        alt.Chart(_long(frame, x, series), height=HEIGHT)
-        .mark_line(point=True)
-        .encode(
-            x=_time_x(x),
-            y=_y("value:Q", y_title, y_format),
-            color=_legend(series),
-            tooltip=_tooltip(x, y_format),
-        )
-    )
+    return _over_dates(frame, x, series, y_format, "line", y=_y("value:Q", y_title, y_format))
 
 
 def stacked_bars(
     frame: pl.DataFrame, x: str, series: dict[str, str], *, y_title: str, y_format: str
 ) -> alt.Chart:
     """Parts stacked into their total, one bar per date (cost components)."""
-    return (
-        alt.Chart(_long(frame, x, series), height=HEIGHT)
-        .mark_bar()
-        .encode(
-            x=_time_x(x),
-            y=_y("sum(value):Q", y_title, y_format),
-            color=_legend(series),
-            order=alt.Order("series:N"),
-            tooltip=_tooltip(x, y_format),
-        )
+    return _over_dates(
+        frame,
+        x,
+        series,
+        y_format,
+        "bar",
+        y=_y("sum(value):Q", y_title, y_format),
+        order=alt.Order("series:N"),
     )
 
 
@@ -90,16 +90,14 @@ def grouped_bars(
     frame: pl.DataFrame, x: str, series: dict[str, str], *, y_title: str, y_format: str
 ) -> alt.Chart:
     """Counts side by side per date, for comparing a part with its whole (hours, sessions)."""
-    return (
-        alt.Chart(_long(frame, x, series), height=HEIGHT)
-        .mark_bar()
-        .encode(
-            x=_time_x(x),
-            xOffset=alt.XOffset("series:N", sort=list(series.values())),
-            y=_y("value:Q", y_title, y_format, counts=True),
-            color=_legend(series),
-            tooltip=_tooltip(x, y_format),
-        )
+    return _over_dates(
+        frame,
+        x,
+        series,
+        y_format,
+        "bar",
+        y=_y("value:Q", y_title, y_format, counts=True),
+        xOffset=alt.XOffset("series:N", sort=list(series.values())),
     )
 
 
