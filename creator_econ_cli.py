@@ -63,6 +63,45 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", type=int, help="port (default 8501)")
     dash.add_argument("--host", help="address to listen on (default all interfaces)")
     dash.set_defaults(handler=_dashboard)
+
+    runtime = commands.add_parser("runtime", help="the live and gifting runtime server")
+    runtime_commands = runtime.add_subparsers(required=True, metavar="ACTION")
+    serve = runtime_commands.add_parser("serve", help="serve the HTTP and WebSocket API")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--telemetry",
+        type=Path,
+        default=DEFAULT_DATA / "runtime" / "telemetry",
+        help="telemetry directory to write (default ./data/runtime/telemetry)",
+    )
+    serve.add_argument(
+        "--db",
+        type=Path,
+        default=DEFAULT_DATA / "runtime" / "ledger.db",
+        help="ledger database (default ./data/runtime/ledger.db)",
+    )
+    serve.add_argument("--policy", type=Path, help="policy TOML (default: shipped policy)")
+    serve.add_argument("--source", default="runtime", help="telemetry source name of this instance")
+    serve.add_argument(
+        "--no-group-commit",
+        action="store_true",
+        help="commit every operation on its own (slower; the benchmark's baseline)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    load = runtime_commands.add_parser("load", help="drive a running runtime with simulated users")
+    load.add_argument("--url", required=True, help="runtime base URL, e.g. http://127.0.0.1:8080")
+    load.add_argument("--users", type=int, default=50, help="concurrent users (default 50)")
+    load.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
+    load.set_defaults(handler=_load)
+
+    rec = commands.add_parser(
+        "reconcile", help="compare the runtime ledger's daily totals with the warehouse"
+    )
+    rec.add_argument("--db", type=Path, required=True, help="runtime ledger database")
+    rec.add_argument("--warehouse", required=True, help="warehouse DSN the pipeline loaded")
+    rec.set_defaults(handler=_reconcile)
     return parser
 
 
@@ -144,6 +183,65 @@ def _failure_message(result) -> str:
                 error = error.cause
             return f"step {event.step_key} failed: {error.message.strip()}"
     return "the run failed; see the log above"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from live_runtime.policy import PolicyError, load_policy
+    from live_runtime.server.app import RuntimeConfig, create_app
+
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        raise UserFacingError(str(exc)) from exc
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    config = RuntimeConfig(
+        db=args.db,
+        telemetry=args.telemetry,
+        source=args.source,
+        policy=policy,
+        group_commit=not args.no_group_commit,
+    )
+    try:
+        app = create_app(config)
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(
+        f"runtime on http://{args.host}:{args.port} (API description at /openapi.json); "
+        f"ledger {args.db}, telemetry {args.telemetry}, policy {policy.version}",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from live_runtime.load import LoadError, run_load
+
+    try:
+        report = run_load(args.url, users=args.users, duration=args.duration)
+    except LoadError as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from ingest.reconcile import ReconcileError, reconcile
+
+    from ingest.warehouse import WarehouseError, connect
+
+    try:
+        client = connect(args.warehouse)
+        try:
+            result = reconcile(args.db, client)
+        finally:
+            client.close()
+    except (ReconcileError, WarehouseError) as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(result.table())
+    return 0 if result.ok else 1
 
 
 def _dashboard(args: argparse.Namespace) -> NoReturn:

@@ -101,6 +101,18 @@ class TelemetryWriter:
             size += len(line)
         self.write(b"".join(chunk))
 
+    def sync(self) -> None:
+        """Makes what was written durable in the open file, without sealing it."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def seal_if_due(self) -> Path | None:
+        """Seals the open file once it is older than the age limit, even with no new writes."""
+        if self._file is not None and time.monotonic() - self._opened_at > self.max_age_seconds:
+            return self.seal()
+        return None
+
     def seal(self) -> Path | None:
         """Flush, fsync and atomically move the open file into `sealed/`."""
         if self._file is None:
@@ -111,7 +123,7 @@ class TelemetryWriter:
         self._file = None
         target = self.root / "sealed" / self._open_path.name
         os.replace(self._open_path, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._sequence += 1
         return target
 
@@ -125,7 +137,7 @@ class TelemetryWriter:
         self.close()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

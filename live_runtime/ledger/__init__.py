@@ -1,0 +1,1 @@
+"""The runtime's double-entry ledger: schema, money operations, group-committing writer."""

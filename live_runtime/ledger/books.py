@@ -1,0 +1,153 @@
+"""The chart of accounts, and the transaction context every money operation writes through.
+
+A movement is a set of postings that sum to zero per unit (coins or the currency); an event
+for the telemetry outbox is written in the same database transaction, so a committed movement
+always has its event and a rolled-back one never does.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from live_runtime.events import ENVELOPE, EVENT_FIELDS, SCHEMA_VERSION, TIME_FORMAT
+
+COIN = "COIN"
+
+# The platform's own books: they may go negative (costs, funding and the outside world).
+COINS_ISSUED = "coins:issued"  # coins in circulation, negative: minted on purchase
+PAYMENTS = "external:payments"  # money paid in by buyers (negative) or refunded to them
+PROCESSOR_FEES = "external:processor_fees"
+STORE_FEES = "external:store_fees"
+PAYOUTS = "external:payouts"
+COIN_SALES = "platform:coin_sales"  # what a coin purchase leaves after fees
+GIFT_FUNDING = "platform:gift_funding"  # pays out the value of gifted coins
+GIFT_FEES = "platform:gift_fees"
+COMMISSION = "platform:commission"
+REFUND_COSTS = "platform:refund_costs"  # processor fees kept by the processor on refunds
+PLATFORM_BOOKS = (
+    COINS_ISSUED,
+    PAYMENTS,
+    PROCESSOR_FEES,
+    STORE_FEES,
+    PAYOUTS,
+    COIN_SALES,
+    GIFT_FUNDING,
+    GIFT_FEES,
+    COMMISSION,
+    REFUND_COSTS,
+)
+
+
+def wallet(user_id: str) -> str:
+    """A user's coins; never negative."""
+    return f"wallet:{user_id}"
+
+
+def earnings(creator_id: str) -> str:
+    """A creator's balance in the currency, awaiting payout; never negative."""
+    return f"creator:{creator_id}"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+class Refused(Exception):
+    """A request the ledger turns down: nothing moves, the client gets `status` and `code`.
+
+    `event` is the telemetry event that records the refusal (a `gift_failed`, say), written
+    in place of the movement.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.event = status, code, message, event
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message}
+
+
+@dataclass
+class Tx:
+    """One operation inside the writer's database transaction."""
+
+    conn: sqlite3.Connection
+    source: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    pushes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (session, message)
+
+    @property
+    def occurred_at(self) -> str:
+        return self.now.strftime(TIME_FORMAT)
+
+    @property
+    def epoch(self) -> float:
+        return self.now.timestamp()
+
+    def one(self, sql: str, params: tuple = ()) -> tuple | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def emit(self, event_type: str, movement_id: str | None = None, **fields: Any) -> str:
+        """Writes one telemetry event to the outbox, exactly as the contract lays it out."""
+        names = [f.name for f in EVENT_FIELDS[event_type]]
+        if sorted(names) != sorted(fields):
+            raise ValueError(f"{event_type} needs fields {names}, got {sorted(fields)}")
+        event_id = str(uuid.uuid4())
+        envelope = dict(
+            zip(
+                [f.name for f in ENVELOPE],
+                [event_id, event_type, SCHEMA_VERSION, self.occurred_at, self.source],
+                strict=True,
+            )
+        )
+        line = json.dumps(envelope | {n: fields[n] for n in names}, separators=(",", ":"))
+        self.conn.execute(
+            "INSERT INTO outbox (event_id, event_type, movement_id, line) VALUES (?, ?, ?, ?)",
+            (event_id, event_type, movement_id, line),
+        )
+        return event_id
+
+    def move(self, movement_id: str, kind: str, principal_id: str, postings: dict[str, int]):
+        """Records a movement; the CHECK on accounts refuses any overdraft."""
+        self.conn.execute(
+            "INSERT INTO movements (id, kind, principal_id, occurred_at, day) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (movement_id, kind, principal_id, self.occurred_at, self.occurred_at[:10]),
+        )
+        rows = [(movement_id, account, amount) for account, amount in postings.items() if amount]
+        self.conn.executemany(
+            "INSERT INTO postings (movement_id, account_id, amount) VALUES (?, ?, ?)", rows
+        )
+        self.conn.executemany(
+            "UPDATE accounts SET balance = balance + ? WHERE id = ?",
+            [(amount, account) for _, account, amount in rows],
+        )
+
+    def push(self, session_id: str, message: dict[str, Any]) -> None:
+        """A message for the session's viewers, sent only once the transaction commits."""
+        self.pushes.append((session_id, message))
+
+
+def open_accounts(conn: sqlite3.Connection, ids: list[str], unit: str, negative: bool) -> None:
+    conn.executemany(
+        "INSERT INTO accounts (id, unit, may_go_negative) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO NOTHING",
+        [(i, unit, int(negative)) for i in ids],
+    )
+
+
+def open_platform_books(conn: sqlite3.Connection, currency: str) -> None:
+    open_accounts(conn, [COINS_ISSUED], COIN, negative=True)
+    open_accounts(conn, list(PLATFORM_BOOKS[1:]), currency, negative=True)

@@ -1,0 +1,152 @@
+"""The runtime's policy file: coin packs, fees by channel, gift split, commerce and metering rules.
+
+Fees live in a file, not in code, so finance can change a rate without a release, and every
+rate is an integer in basis points so every amount stays an exact integer of minor units.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from live_runtime.events import CHANNELS, CURRENCIES
+
+DEFAULT_POLICY = Path(__file__).with_name("policy_default.toml")
+BPS = 10_000
+
+
+class PolicyError(ValueError):
+    """The policy file is missing, unreadable or inconsistent."""
+
+
+def of_bps(amount_minor: int, bps: int) -> int:
+    """`amount * bps / 10000`, rounded half up to the minor unit."""
+    return (amount_minor * bps * 2 + BPS) // (2 * BPS)
+
+
+@dataclass(frozen=True)
+class ChannelFees:
+    processor_bps: int
+    processor_fixed_minor: int
+    store_bps: int
+
+    def fees(self, amount_minor: int) -> tuple[int, int]:
+        """(payment_fee, store_fee) of a purchase; never more than the amount."""
+        payment = of_bps(amount_minor, self.processor_bps)
+        payment += self.processor_fixed_minor if self.processor_bps or payment else 0
+        store = of_bps(amount_minor, self.store_bps)
+        payment = min(payment, amount_minor - store)
+        return payment, store
+
+
+@dataclass(frozen=True)
+class Quality:
+    bitrate_bps: int
+    renditions: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    currency: str
+    coin_value_minor: int
+    max_gift_coins: int
+    payout_threshold_minor: int
+    token_ttl_days: int
+    coin_packs: dict[int, int]  # coins -> price
+    channels: dict[str, ChannelFees]
+    gift_platform_fee_bps: int
+    commission_bps: int
+    order_processor_bps: int
+    order_processor_fixed_minor: int
+    max_price_minor: int
+    max_quantity: int
+    metering_interval_seconds: float
+    relay_when_hosts_at_least: int
+    qualities: dict[str, Quality]
+
+    def split_gift(self, value_minor: int, weights: dict[str, int]) -> tuple[int, dict[str, int]]:
+        """(platform fee, share per host) of a gift; the parts add up to the value exactly.
+
+        The hosts' part is divided in proportion to `weights` (rounded down), and the
+        leftover minor units go to the hosts in the order given, so the owner comes first.
+        """
+        fee = value_minor * self.gift_platform_fee_bps // BPS
+        rest = value_minor - fee
+        total = sum(weights.values())
+        shares = {host: rest * w // total for host, w in weights.items()}
+        leftover = rest - sum(shares.values())
+        for host in list(shares)[:leftover]:
+            shares[host] += 1
+        return fee, shares
+
+    def order_fees(self, gross_minor: int) -> tuple[int, int]:
+        """(payment_fee, commission) of a paid order; the creator nets the rest."""
+        payment = min(
+            of_bps(gross_minor, self.order_processor_bps) + self.order_processor_fixed_minor,
+            gross_minor,
+        )
+        commission = min(of_bps(gross_minor, self.commission_bps), gross_minor - payment)
+        return payment, commission
+
+
+def load_policy(path: Path | str | None = None) -> Policy:
+    """Reads and checks a policy file (the shipped default when `path` is None)."""
+    path = Path(path) if path else DEFAULT_POLICY
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise PolicyError(f"policy file {path} does not exist") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"policy file {path} is not readable TOML: {exc}") from exc
+    try:
+        policy = _parse(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"policy file {path}: {exc!r}") from exc
+    _check(policy, path)
+    return policy
+
+
+def _parse(raw: dict) -> Policy:
+    commerce, metering = raw["commerce"], raw["metering"]
+    return Policy(
+        version=str(raw["version"]),
+        currency=raw["currency"],
+        coin_value_minor=int(raw["coin_value_minor"]),
+        max_gift_coins=int(raw["max_gift_coins"]),
+        payout_threshold_minor=int(raw["payout_threshold_minor"]),
+        token_ttl_days=int(raw["token_ttl_days"]),
+        coin_packs={int(p["coins"]): int(p["price_minor"]) for p in raw["coin_packs"]},
+        channels={name: ChannelFees(**fees) for name, fees in raw["channels"].items()},
+        gift_platform_fee_bps=int(raw["gifts"]["platform_fee_bps"]),
+        commission_bps=int(commerce["commission_bps"]),
+        order_processor_bps=int(commerce["processor_bps"]),
+        order_processor_fixed_minor=int(commerce["processor_fixed_minor"]),
+        max_price_minor=int(commerce["max_price_minor"]),
+        max_quantity=int(commerce["max_quantity"]),
+        metering_interval_seconds=float(metering["interval_seconds"]),
+        relay_when_hosts_at_least=int(metering["relay_when_hosts_at_least"]),
+        qualities={name: Quality(**q) for name, q in metering["qualities"].items()},
+    )
+
+
+def _check(policy: Policy, path: Path) -> None:
+    problems = []
+    if policy.currency not in CURRENCIES:
+        problems.append(f"unknown currency {policy.currency}")
+    if set(policy.channels) != CHANNELS:
+        problems.append(f"channels must be exactly {sorted(CHANNELS)}")
+    rates = [policy.gift_platform_fee_bps, policy.commission_bps, policy.order_processor_bps]
+    rates += [c.processor_bps for c in policy.channels.values()]
+    rates += [c.store_bps for c in policy.channels.values()]
+    if any(not 0 <= r <= BPS for r in rates):
+        problems.append("every *_bps rate must be between 0 and 10000")
+    if not policy.coin_packs or any(c <= 0 or p <= 0 for c, p in policy.coin_packs.items()):
+        problems.append("coin_packs must list positive coins and prices")
+    if policy.coin_value_minor <= 0 or policy.metering_interval_seconds <= 0:
+        problems.append("coin_value_minor and metering.interval_seconds must be positive")
+    if not policy.qualities:
+        problems.append("metering.qualities must list at least one quality")
+    if problems:
+        raise PolicyError(f"policy file {path}: " + "; ".join(problems))

@@ -1,0 +1,1 @@
+"""The runtime's HTTP and WebSocket API (Starlette on uvicorn)."""

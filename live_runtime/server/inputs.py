@@ -1,0 +1,99 @@
+"""Request parsing: every malformed, oversized or out-of-range input becomes a clear 4xx."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_TEXT = 200
+INT64_MAX = 2**63 - 1
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+async def json_body(request: Request) -> tuple[dict[str, Any], bytes]:
+    """The request's JSON object and its raw bytes; 413 past MAX_BODY_BYTES, 400 if not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise BadRequest(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise BadRequest(
+                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}"
+            )
+    if not raw:
+        return {}, b""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(400, "malformed_json", f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(400, "malformed_json", "the body must be a JSON object")
+    return body, bytes(raw)
+
+
+def integer(body: dict, name: str, low: int = 1, high: int = INT64_MAX) -> int:
+    value = body.get(name)
+    if value is None:
+        raise BadRequest(422, "missing_field", f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(422, "invalid_field", f"{name} must be an integer")
+    if not low <= value <= high:
+        raise BadRequest(422, "out_of_range", f"{name} must be {low:,} to {high:,}")
+    return value
+
+
+def text(
+    body: dict, name: str, default: str | None = None, choices: frozenset[str] | None = None
+) -> str:
+    value = body.get(name, default)
+    if value is None:
+        raise BadRequest(422, "missing_field", f"{name} is required")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT:
+        raise BadRequest(422, "invalid_field", f"{name} must be a string of 1 to {MAX_TEXT} chars")
+    if choices is not None and value not in choices:
+        raise BadRequest(422, "invalid_field", f"{name} must be one of {sorted(choices)}")
+    return value
+
+
+def optional_text(body: dict, name: str) -> str | None:
+    return None if body.get(name) is None else text(body, name)
+
+
+def flag(body: dict, name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(422, "invalid_field", f"{name} must be true or false")
+    return value
+
+
+def weights(body: dict, name: str) -> dict[str, int]:
+    value = body.get(name)
+    if not isinstance(value, dict) or not value:
+        raise BadRequest(422, "invalid_field", f"{name} must map creator ids to weights")
+    return {str(k): integer(value, k, 1, 1_000_000) for k in value}
+
+
+def idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if not key or len(key) > MAX_TEXT:
+        raise BadRequest(
+            400, "missing_idempotency_key", "send an Idempotency-Key header of 1 to 200 chars"
+        )
+    return key
+
+
+def request_hash(request: Request, raw: bytes) -> str:
+    """What the idempotency key stands for: the route and the body, canonicalised."""
+    canonical = json.dumps(json.loads(raw), sort_keys=True) if raw else ""
+    return hashlib.sha256(f"{request.method} {request.url.path} {canonical}".encode()).hexdigest()

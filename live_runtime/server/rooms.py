@@ -1,0 +1,111 @@
+"""Who is watching each live session, and the WebSocket push to them.
+
+Viewers are connections, so they live in memory: a restart drops them, as it drops their
+sockets. Each viewer has a bounded send queue; one too slow to drain it is disconnected
+rather than slowing the room down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+SEND_QUEUE = 1_000
+SLOW_CONSUMER = 4008  # WebSocket close code: the viewer could not keep up
+
+
+@dataclass(eq=False)
+class Viewer:
+    user_id: str
+    socket: WebSocket
+    outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+    too_slow: bool = False
+
+
+@dataclass
+class Room:
+    session_id: str
+    viewers: set[Viewer] = field(default_factory=set)
+    viewer_seconds: float = 0.0  # watched since the last usage report
+    advanced_at: float = field(default_factory=time.time)
+
+    def advance(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.viewer_seconds += len(self.viewers) * max(0.0, now - self.advanced_at)
+        self.advanced_at = now
+
+    def take_viewer_seconds(self) -> float:
+        """Viewer seconds since the last report, for the next `media_usage`."""
+        self.advance()
+        seconds, self.viewer_seconds = self.viewer_seconds, 0.0
+        return seconds
+
+    def join(self, viewer: Viewer) -> None:
+        self.advance()
+        self.viewers.add(viewer)
+
+    def leave(self, viewer: Viewer) -> None:
+        self.advance()
+        self.viewers.discard(viewer)
+
+    def push(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, separators=(",", ":"))
+        for viewer in list(self.viewers):
+            try:
+                viewer.outbox.put_nowait(text)
+            except asyncio.QueueFull:
+                viewer.too_slow = True
+                self.leave(viewer)
+
+    def close(self) -> None:
+        """Ends the room: each viewer's socket closes once its queue is sent."""
+        for viewer in list(self.viewers):
+            with contextlib.suppress(asyncio.QueueFull):
+                viewer.outbox.put_nowait(None)
+
+    def viewer_count(self) -> dict[str, Any]:
+        return {"type": "viewers", "count": len(self.viewers)}
+
+
+async def send_loop(viewer: Viewer) -> None:
+    """Drains one viewer's queue into their socket, until the room closes or they fall behind."""
+    while not viewer.too_slow:
+        text = await viewer.outbox.get()
+        if text is None:
+            break
+        await viewer.socket.send_text(text)
+    with contextlib.suppress(Exception):
+        if viewer.too_slow:
+            await viewer.socket.close(SLOW_CONSUMER, "too slow to keep up")
+        else:
+            await viewer.socket.close()
+
+
+class Rooms:
+    def __init__(self) -> None:
+        self._rooms: dict[str, Room] = {}
+
+    def open(self, session_id: str) -> Room:
+        return self._rooms.setdefault(session_id, Room(session_id))
+
+    def get(self, session_id: str) -> Room | None:
+        return self._rooms.get(session_id)
+
+    def close(self, session_id: str) -> None:
+        room = self._rooms.pop(session_id, None)
+        if room is not None:
+            room.close()
+
+    def __iter__(self):
+        return iter(list(self._rooms.values()))
+
+    def push(self, session_id: str, message: dict[str, Any]) -> None:
+        room = self._rooms.get(session_id)
+        if room is not None:
+            room.push(message)
