@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from live_runtime.ledger.schema import connect
@@ -21,6 +22,7 @@ from live_runtime.telemetry import TelemetryWriter, fsync_dir, parse_sealed_name
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 5_000
+CHECKPOINT_SECONDS = 1.0
 
 
 def recover(conn: sqlite3.Connection, telemetry_dir: Path, source: str) -> int:
@@ -73,6 +75,7 @@ class OutboxRelay:
         )
         self.poll_seconds = poll_seconds
         self.relayed = 0
+        self._checkpointed_at = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
@@ -99,11 +102,19 @@ class OutboxRelay:
                 while self.relay_once():
                     pass
                 self.files.seal_if_due()
+                self._checkpoint()
             except Exception:  # keep relaying: rows stay unsent and are retried
                 log.exception("outbox relay failed; retrying")
                 self._stopping.wait(1.0)
         while self.relay_once():
             pass
+
+    def _checkpoint(self) -> None:
+        """Copies the WAL into the database without blocking the writer (it never does)."""
+        now = time.monotonic()
+        if now - self._checkpointed_at >= CHECKPOINT_SECONDS:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpointed_at = now
 
     def relay_once(self) -> int:
         rows = self.conn.execute(

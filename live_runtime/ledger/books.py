@@ -8,7 +8,9 @@ always has its event and a rolled-back one never does.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +45,10 @@ PLATFORM_BOOKS = (
 )
 
 
+_ENVELOPE_NAMES = tuple(f.name for f in ENVELOPE)
+_FIELD_NAMES = {t: tuple(f.name for f in fields) for t, fields in EVENT_FIELDS.items()}
+
+
 def wallet(user_id: str) -> str:
     """A user's coins; never negative."""
     return f"wallet:{user_id}"
@@ -53,8 +59,20 @@ def earnings(creator_id: str) -> str:
     return f"creator:{creator_id}"
 
 
+def time_ordered_uuid() -> uuid.UUID:
+    """A version-7 UUID: millisecond time first, then randomness (RFC 9562).
+
+    Keys that grow with time are appended at the end of the database's indexes instead of
+    landing on random pages, which makes each commit write several times fewer pages.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC variant
+    return uuid.UUID(int=value)
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+    return f"{prefix}_{time_ordered_uuid().hex[:20]}"
 
 
 class Refused(Exception):
@@ -88,34 +106,30 @@ class Tx:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     pushes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (session, message)
 
-    @property
-    def occurred_at(self) -> str:
-        return self.now.strftime(TIME_FORMAT)
-
-    @property
-    def epoch(self) -> float:
-        return self.now.timestamp()
+    def __post_init__(self) -> None:
+        self.occurred_at = self.now.strftime(TIME_FORMAT)
+        self.epoch = self.now.timestamp()
 
     def one(self, sql: str, params: tuple = ()) -> tuple | None:
         return self.conn.execute(sql, params).fetchone()
 
     def emit(self, event_type: str, movement_id: str | None = None, **fields: Any) -> str:
         """Writes one telemetry event to the outbox, exactly as the contract lays it out."""
-        names = [f.name for f in EVENT_FIELDS[event_type]]
-        if sorted(names) != sorted(fields):
+        names = _FIELD_NAMES[event_type]
+        if len(fields) != len(names) or not all(n in fields for n in names):
             raise ValueError(f"{event_type} needs fields {names}, got {sorted(fields)}")
-        event_id = str(uuid.uuid4())
-        envelope = dict(
+        event_id = str(time_ordered_uuid())
+        event = dict(
             zip(
-                [f.name for f in ENVELOPE],
-                [event_id, event_type, SCHEMA_VERSION, self.occurred_at, self.source],
+                _ENVELOPE_NAMES,
+                (event_id, event_type, SCHEMA_VERSION, self.occurred_at, self.source),
                 strict=True,
             )
         )
-        line = json.dumps(envelope | {n: fields[n] for n in names}, separators=(",", ":"))
+        event.update((n, fields[n]) for n in names)
         self.conn.execute(
             "INSERT INTO outbox (event_id, event_type, movement_id, line) VALUES (?, ?, ?, ?)",
-            (event_id, event_type, movement_id, line),
+            (event_id, event_type, movement_id, json.dumps(event, separators=(",", ":"))),
         )
         return event_id
 

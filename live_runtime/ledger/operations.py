@@ -125,10 +125,14 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
         raise failed(
             422, "rejected", "out_of_range", f"coins must be 1 to {policy.max_gift_coins:,}"
         )
-    session = tx.one("SELECT status FROM sessions WHERE id = ?", (session_id,))
-    if session is None:
+    rows = tx.conn.execute(  # the session's state and its present hosts, in one query
+        "SELECT s.status, h.creator_id, h.weight FROM sessions s LEFT JOIN session_hosts h "
+        "ON h.session_id = s.id AND h.present = 1 WHERE s.id = ? ORDER BY h.position",
+        (session_id,),
+    ).fetchall()
+    if not rows:
         raise Refused(404, "not_found", f"no session {session_id}")
-    if session[0] != "live":
+    if rows[0][0] != "live":
         raise failed(409, "session_closed", "session_closed", f"session {session_id} has ended")
     (balance,) = tx.one("SELECT balance FROM accounts WHERE id = ?", (books.wallet(user_id),))
     if balance < coins:
@@ -138,11 +142,7 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
             "insufficient_balance",
             f"the wallet holds {balance} coins, the gift needs {coins}",
         )
-    hosts = tx.conn.execute(
-        "SELECT creator_id, weight FROM session_hosts WHERE session_id = ? AND present = 1 "
-        "ORDER BY position",
-        (session_id,),
-    ).fetchall()
+    hosts = [(creator, weight) for _, creator, weight in rows]
     value = coins * policy.coin_value_minor
     fee, shares = policy.split_gift(value, dict(hosts))
     tx.move(

@@ -68,6 +68,8 @@ class LedgerWriter:
         self.max_batch = max_batch if group_commit else 1
         self.on_commit = on_commit
         self.conn = connect(db_path, durable=durable)
+        # Commits never stop to checkpoint the WAL: the relay does it, on its own connection.
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
         ensure_schema(self.conn)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
@@ -134,9 +136,29 @@ class LedgerWriter:
                 job.future.set_result(outcome)
 
     def _run_one(self, job: _Job) -> Outcome | BaseException:
+        """One operation in one savepoint: a refusal or a bug undoes only this operation."""
+        key = job.idempotency
+        if key is not None and (first := self._first_response(key)) is not None:
+            return first
+        tx = Tx(self.conn, self.source)
         self.conn.execute("SAVEPOINT op")
         try:
-            outcome = self._idempotent(job)
+            try:
+                status, body = job.operation(tx)
+                outcome = Outcome(status, body, tx.pushes)
+            except Refused as refused:
+                self.conn.execute("ROLLBACK TO op")
+                if refused.event is not None:
+                    event_type, fields = refused.event
+                    Tx(self.conn, self.source, tx.now).emit(event_type, **fields)
+                outcome = Outcome(refused.status, refused.body)
+            if key is not None:
+                self.conn.execute(
+                    "INSERT INTO idempotency (principal_id, idempotency_key, request_hash, "
+                    "status, response) VALUES (?, ?, ?, ?, ?)",
+                    (key.principal_id, key.key, key.request_hash, outcome.status,
+                     json.dumps(outcome.body, separators=(",", ":"))),
+                )  # fmt: skip
         except Exception as exc:  # a bug in an operation must not take the batch down
             self.conn.execute("ROLLBACK TO op")
             self.conn.execute("RELEASE op")
@@ -145,50 +167,16 @@ class LedgerWriter:
         self.conn.execute("RELEASE op")
         return outcome
 
-    def _idempotent(self, job: _Job) -> Outcome:
-        key = job.idempotency
-        if key is not None:
-            first = self.conn.execute(
-                "SELECT request_hash, status, response FROM idempotency "
-                "WHERE principal_id = ? AND idempotency_key = ?",
-                (key.principal_id, key.key),
-            ).fetchone()
-            if first is not None:
-                if first[0] != key.request_hash:
-                    return Outcome(
-                        422,
-                        {
-                            "error": "idempotency_key_reused",
-                            "message": "this idempotency key was used for a different request",
-                        },
-                    )
-                return Outcome(first[1], json.loads(first[2]), replayed=True)
-        outcome = self._attempt(job.operation)
-        if key is not None:
-            self.conn.execute(
-                "INSERT INTO idempotency (principal_id, idempotency_key, request_hash, status, "
-                "response) VALUES (?, ?, ?, ?, ?)",
-                (
-                    key.principal_id,
-                    key.key,
-                    key.request_hash,
-                    outcome.status,
-                    json.dumps(outcome.body),
-                ),
-            )
-        return outcome
-
-    def _attempt(self, operation: Operation) -> Outcome:
-        tx = Tx(self.conn, self.source)
-        self.conn.execute("SAVEPOINT attempt")
-        try:
-            status, body = operation(tx)
-        except Refused as refused:
-            self.conn.execute("ROLLBACK TO attempt")
-            self.conn.execute("RELEASE attempt")
-            if refused.event is not None:
-                event_type, fields = refused.event
-                Tx(self.conn, self.source, tx.now).emit(event_type, **fields)
-            return Outcome(refused.status, refused.body)
-        self.conn.execute("RELEASE attempt")
-        return Outcome(status, body, tx.pushes)
+    def _first_response(self, key: Idempotency) -> Outcome | None:
+        """The stored answer to a retried key, or a refusal if the key meant another request."""
+        first = self.conn.execute(
+            "SELECT request_hash, status, response FROM idempotency "
+            "WHERE principal_id = ? AND idempotency_key = ?",
+            (key.principal_id, key.key),
+        ).fetchone()
+        if first is None:
+            return None
+        if first[0] != key.request_hash:
+            message = "this idempotency key was used for a different request"
+            return Outcome(422, {"error": "idempotency_key_reused", "message": message})
+        return Outcome(first[1], json.loads(first[2]), replayed=True)
