@@ -361,10 +361,10 @@ def set_split(tx: Tx, owner_id: str, session_id: str, weights: dict[str, int]) -
     return 200, session_view(tx, session_id)
 
 
-def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float) -> None:
+def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float) -> Result:
     """Emits the session's `media_usage` since the last report and starts a new interval."""
     if tx.one("SELECT status FROM sessions WHERE id = ?", (session_id,)) != ("live",):
-        return
+        return 200, {"metered": False}
     advance_hosts(tx, policy, session_id)
     metered_from, publisher, relay, quality, record = tx.one(
         "SELECT metered_from, publisher_pending, relay_pending, quality, record "
@@ -391,6 +391,7 @@ def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float
         "WHERE id = ?",
         (tx.epoch, session_id),
     )
+    return 200, {"metered": True}
 
 
 def end_session(

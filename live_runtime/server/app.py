@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from live_runtime.relay import OutboxRelay
 from live_runtime.server import inputs
 from live_runtime.server.auth import Authenticator, Principal
 from live_runtime.server.inputs import BadRequest
-from live_runtime.server.rooms import Rooms, Viewer, send_loop
+from live_runtime.server.rooms import Room, Rooms, Viewer, send_loop
 
 log = logging.getLogger(__name__)
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -101,30 +101,27 @@ class Runtime:
             await self.meter_all()
 
     async def meter_all(self) -> None:
-        for room in self.rooms:
-            seconds = room.take_viewer_seconds()
-            await self.writer.run(
-                partial(
-                    ops.meter_session,
-                    policy=self.policy,
-                    session_id=room.session_id,
-                    viewer_seconds=seconds,
-                )
+        """One usage report per live session; submitted together, they share a commit."""
+        await asyncio.gather(*(self._meter(room, ops.meter_session) for room in self.rooms))
+
+    def _meter(self, room: Room, operation, **more) -> Awaitable[Outcome]:
+        return self.writer.run(
+            partial(
+                operation,
+                policy=self.policy,
+                session_id=room.session_id,
+                viewer_seconds=room.take_viewer_seconds(),
+                **more,
             )
+        )
 
     async def stop(self) -> None:
-        for room in self.rooms:
-            seconds = room.take_viewer_seconds()
-            await self.writer.run(
-                partial(
-                    ops.end_session,
-                    policy=self.policy,
-                    creator_id=None,
-                    session_id=room.session_id,
-                    viewer_seconds=seconds,
-                    reason="error",
-                )
-            )
+        """Ends what is live (reason error: its hosts are cut off), then drains the relay."""
+        rooms = list(self.rooms)
+        await asyncio.gather(
+            *(self._meter(r, ops.end_session, creator_id=None, reason="error") for r in rooms)
+        )
+        for room in rooms:
             self.rooms.close(room.session_id)
         self.writer.stop()
         self.relay.stop()
@@ -425,8 +422,10 @@ def create_app(config: RuntimeConfig) -> Starlette:
     def error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, BadRequest):
             return JSONResponse({"error": exc.code, "message": exc.message}, exc.status)
-        assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": "http_error", "message": exc.detail}, exc.status_code)
+        if isinstance(exc, HTTPException):
+            return JSONResponse({"error": "http_error", "message": exc.detail}, exc.status_code)
+        log.error("request failed: %r", exc)  # nothing moved: the operation was rolled back
+        return JSONResponse({"error": "internal_error", "message": "please retry"}, 500)
 
     session = "/v1/sessions/{session_id}"
     routes = [
@@ -455,7 +454,7 @@ def create_app(config: RuntimeConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={BadRequest: error, HTTPException: error},
+        exception_handlers={BadRequest: error, HTTPException: error, Exception: error},
     )
     app.state.runtime = runtime
     return app
