@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--cost-model", type=Path, help="cost model TOML (default: shipped prices)")
     run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default ./data)")
+    run.add_argument(
+        "--ledger",
+        type=Path,
+        help="runtime ledger database: the run reconciles the warehouse with it and stops "
+        "before publishing the marts when they differ",
+    )
     run.set_defaults(handler=_run)
 
     dash = commands.add_parser("dashboard", help="serve the dashboards over published marts")
@@ -133,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ingest.warehouse import default_dsn
-    from pipelines.definitions import ASSETS
+    from pipelines.definitions import ASSETS, CHECKS
     from pipelines.resources import PipelineSettings
 
     if not (args.telemetry / "sealed").is_dir():
@@ -141,16 +147,19 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.telemetry} has no sealed/ folder: point --telemetry at a telemetry directory "
             "(for example one written by `creator-econ simulate --out DIR`)"
         )
+    if args.ledger and not args.ledger.is_file():
+        raise UserFacingError(f"--ledger {args.ledger}: no runtime ledger database there")
     settings = PipelineSettings(
         telemetry_dir=str(args.telemetry),
         marts_dir=str(args.marts),
         warehouse=args.warehouse or default_dsn(args.data),
         cost_model=str(args.cost_model or ""),
+        ledger=str(args.ledger or ""),
     )
     _check_settings(settings)
     started = time.perf_counter()
     result = dg.materialize(
-        ASSETS,
+        [*ASSETS, *CHECKS],
         resources={"settings": settings},
         # Show the pipeline's own progress lines, not Dagster's per-event debug log.
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
@@ -176,6 +185,13 @@ def _check_settings(settings) -> None:
 
 
 def _failure_message(result) -> str:
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.blocking:
+            asset = evaluation.asset_key.to_user_string()
+            return (
+                f"blocking check {evaluation.check_name} on {asset} failed, the steps after it "
+                f"did not run: {evaluation.description}"
+            )
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error:
             error = event.step_failure_data.error
@@ -229,7 +245,6 @@ def _load(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     from ingest.reconcile import ReconcileError, reconcile
-
     from ingest.warehouse import WarehouseError, connect
 
     try:

@@ -22,6 +22,7 @@ class PipelineSettings(dg.ConfigurableResource):
     marts_dir: str = str(DATA_DIR / "marts")
     warehouse: str = default_dsn(DATA_DIR)
     cost_model: str = ""  # empty: the default cost model shipped with the project
+    ledger: str = ""  # runtime ledger database to reconcile with; empty: none configured
 
     @contextmanager
     def client(self) -> Iterator[Client]:
@@ -44,4 +45,5 @@ def settings_from_env() -> PipelineSettings:
         marts_dir=env("CREATOR_ECON_MARTS", str(DATA_DIR / "marts")),
         warehouse=env("CREATOR_ECON_WAREHOUSE", default_dsn(DATA_DIR)),
         cost_model=env("CREATOR_ECON_COST_MODEL", ""),
+        ledger=env("CREATOR_ECON_LEDGER", ""),
     )
