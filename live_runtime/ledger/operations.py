@@ -372,6 +372,7 @@ def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float
         (session_id,),
     )
     seconds = max(0.0, tx.epoch - metered_from)
+    viewer_seconds = round(viewer_seconds, 3)  # bytes follow the seconds as reported
     ladder = policy.qualities[quality]
     byte_rate = ladder.bitrate_bps // 8
     tx.emit(
@@ -380,7 +381,7 @@ def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float
         interval_start=_time(metered_from),
         interval_end=tx.occurred_at,
         publisher_seconds=round(publisher, 3),
-        viewer_seconds=round(viewer_seconds, 3),
+        viewer_seconds=viewer_seconds,
         transcode_seconds=round(seconds * ladder.renditions, 3),
         relay_seconds=round(relay, 3),
         egress_bytes=round(viewer_seconds * byte_rate),

@@ -98,7 +98,10 @@ class Runtime:
     async def meter_forever(self) -> None:
         while True:
             await asyncio.sleep(self.policy.metering_interval_seconds)
-            await self.meter_all()
+            try:
+                await self.meter_all()
+            except Exception:  # the next report covers the interval since the last one
+                log.exception("metering failed; the next interval catches up")
 
     async def meter_all(self) -> None:
         """One usage report per live session; submitted together, they share a commit."""

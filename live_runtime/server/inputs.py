@@ -95,5 +95,5 @@ def idempotency_key(request: Request) -> str:
 
 def request_hash(request: Request, raw: bytes) -> str:
     """What the idempotency key stands for: the route and the body, canonicalised."""
-    canonical = json.dumps(json.loads(raw), sort_keys=True) if raw else ""
+    canonical = json.dumps(json.loads(raw) if raw else {}, sort_keys=True)  # no body = {}
     return hashlib.sha256(f"{request.method} {request.url.path} {canonical}".encode()).hexdigest()

@@ -1,0 +1,953 @@
+"""The runtime's HTTP API against one real server: every route, its refusals, its telemetry.
+
+Every answer is checked against `live_runtime/server/openapi.json` (documented status,
+body schema, error code), so the published contract cannot drift from the server. Every
+successful money call is remembered, and the last test stops the server gracefully and
+finds each of those calls in the sealed telemetry exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from runtime_server import Api, RuntimeProcess
+from starlette.routing import Route, WebSocketRoute
+
+from live_runtime.events import CHANNELS, ENVELOPE, EVENT_FIELDS, TIME_FORMAT
+from live_runtime.policy import BPS, load_policy
+from live_runtime.server.app import RuntimeConfig, create_app
+from live_runtime.telemetry import list_sealed
+
+SPEC_PATH = Path(__file__).parents[1] / "live_runtime" / "server" / "openapi.json"
+SPEC = json.loads(SPEC_PATH.read_text())
+SPEC_URI = "urn:creator-econ:runtime-openapi"
+REGISTRY = Registry().with_resource(
+    SPEC_URI, Resource.from_contents(SPEC, default_specification=DRAFT202012)
+)
+POLICY = load_policy()
+IDEMPOTENT = {
+    ("POST", "/v1/wallet/purchases"),
+    ("POST", "/v1/sessions/{session_id}/gifts"),
+    ("POST", "/v1/orders"),
+    ("POST", "/v1/payouts"),
+}
+PUBLIC = {("GET", "/v1/health"), ("GET", "/openapi.json"), ("POST", "/v1/accounts")}
+MEGABYTE = b"{" + b" " * (1 << 20) + b"}"
+GIFTS = "/v1/sessions/{session_id}/gifts"
+PURCHASES = "/v1/wallet/purchases"
+SESSION = "/v1/sessions/{session_id}"
+
+
+# The contract ------------------------------------------------------------------------------
+
+
+def pointer(*parts: str) -> str:
+    """A JSON pointer to a place in the OpenAPI document."""
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def resolve(node: dict, where: str) -> tuple[dict, str]:
+    """Follows OpenAPI component `$ref`s (responses, parameters) to the object and its pointer."""
+    while "$ref" in node:
+        where = node["$ref"].removeprefix("#")
+        node = SPEC
+        for part in where.strip("/").split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node, where
+
+
+def schema_errors(schema_pointer: str, value: Any) -> list[str]:
+    validator = Draft202012Validator(
+        {"$ref": f"{SPEC_URI}#{quote(schema_pointer)}"}, registry=REGISTRY
+    )
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(value)]
+
+
+def check_response(method: str, template: str, response: httpx.Response) -> None:
+    """The answer's status is documented for the route, and its body has the documented shape."""
+    operation = SPEC["paths"][template][method.lower()]
+    status = str(response.status_code)
+    assert status in operation["responses"], f"{method} {template} answered undocumented {status}"
+    documented, where = resolve(
+        operation["responses"][status],
+        pointer("paths", template, method.lower(), "responses", status),
+    )
+    assert response.headers["content-type"].startswith("application/json")
+    errors = schema_errors(
+        where + pointer("content", "application/json", "schema"), response.json()
+    )
+    assert not errors, f"{method} {template} {status} {response.text}: {errors}"
+    if "idempotent-replayed" in response.headers:
+        assert "Idempotent-Replayed" in documented.get("headers", {}), (method, template, status)
+
+
+def check_request(method: str, template: str, body: Any) -> None:
+    """A request the server accepted also matches the documented request schema."""
+    operation = SPEC["paths"][template][method.lower()]
+    if "requestBody" in operation:
+        where = pointer("paths", template, method.lower(), "requestBody")
+        errors = schema_errors(where + pointer("content", "application/json", "schema"), body)
+        assert not errors, f"{method} {template} accepted an undocumented body {body}: {errors}"
+
+
+# What the calls should leave in telemetry ------------------------------------------------
+
+
+@dataclass
+class Expected:
+    """Successful calls (from the answers) and refusals that must leave a telemetry event."""
+
+    purchases: dict[str, dict] = field(default_factory=dict)
+    gifts: dict[str, dict] = field(default_factory=dict)
+    orders: dict[str, dict] = field(default_factory=dict)
+    refunds: dict[str, dict] = field(default_factory=dict)
+    payouts: dict[str, dict] = field(default_factory=dict)
+    sessions: dict[str, dict] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)  # session -> reason
+    hosts: Counter = field(default_factory=Counter)  # (type, session, creator)
+    gift_failed: Counter = field(default_factory=Counter)  # (session, sender, reason)
+    checkout_failed: Counter = field(default_factory=Counter)  # (session, creator, reason)
+
+    def remember(self, route: tuple[str, str], who: dict, sent: Any, data: dict, params: dict):
+        """Files a successful answer under what it should have emitted."""
+        method, template = route
+        if route == ("POST", PURCHASES):
+            self.purchases[data["purchase_id"]] = dict(
+                data, user_id=who["id"], channel=sent["channel"]
+            )
+        elif route == ("POST", GIFTS):
+            self.gifts[data["gift_id"]] = dict(data, sender_id=who["id"], **params)
+        elif route == ("POST", "/v1/orders"):
+            self.orders[data["order_id"]] = data
+        elif route == ("POST", "/v1/orders/{order_id}/refund"):
+            reason = (sent or {}).get("reason", "requested_by_seller")
+            self.refunds[data["order_id"]] = dict(data, reason=reason)
+        elif route == ("POST", "/v1/payouts"):
+            self.payouts[data["payout_id"]] = dict(data, creator_id=who["id"])
+        elif route == ("POST", "/v1/sessions"):
+            self.sessions[data["session_id"]] = data
+        elif route == ("POST", f"{SESSION}/end"):
+            self.ended[data["session_id"]] = "host_ended"
+        elif route in {("POST", f"{SESSION}/join"), ("POST", f"{SESSION}/leave")}:
+            kind = "host_joined" if template.endswith("join") else "host_left"
+            self.hosts[(kind, data["session_id"], who["id"])] += 1
+
+
+class Client:
+    """Calls the server by route template, checks each answer against the contract."""
+
+    def __init__(self, server: RuntimeProcess, expected: Expected) -> None:
+        self.server = server
+        self.raw = Api(server.url)
+        self.expected = expected
+
+    def __call__(
+        self,
+        method: str,
+        template: str,
+        who: dict | None = None,
+        key: str | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict | None = None,
+        **params: str,
+    ) -> httpx.Response:
+        body = {"json": json} if json is not None else {"content": content}
+        response = self.raw.call(
+            method, template.format(**params), who=who, key=key, headers=headers or {}, **body
+        )
+        check_response(method, template, response)
+        if response.is_success and "idempotent-replayed" not in response.headers:
+            if json is not None:
+                check_request(method, template, json)
+            self.expected.remember((method, template), who, json, response.json(), params)
+        return response
+
+    def account(self, kind: str) -> dict:
+        response = self("POST", "/v1/accounts", json={"kind": kind})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def user_with(self, *packs: int) -> dict:
+        """A new user who bought these coin packs on the web."""
+        user = self.account("user")
+        for n, coins in enumerate(packs):
+            bought = self(
+                "POST", PURCHASES, user, f"buy-{n}", json={"coins": coins, "channel": "web"}
+            )
+            assert bought.status_code == 201, bought.text
+        return user
+
+    def live(self, owner: dict, **settings: Any) -> str:
+        response = self("POST", "/v1/sessions", owner, json=settings)
+        assert response.status_code == 201, response.text
+        return response.json()["session_id"]
+
+    def product(self, creator: dict, price_minor: int, name: str = "poster") -> str:
+        response = self(
+            "POST", "/v1/products", creator, json={"name": name, "price_minor": price_minor}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["product_id"]
+
+    def coins(self, user: dict) -> int:
+        return self("GET", "/v1/me", user).json()["coins"]
+
+    def balance(self, creator: dict) -> int:
+        return self("GET", "/v1/me", creator).json()["balance_minor"]
+
+
+def state(db: Path) -> dict[str, list]:
+    """Everything a request may change, read-only: balances, movements, orders, sessions."""
+    tables = {
+        "accounts": "SELECT id, balance FROM accounts",
+        "movements": "SELECT id FROM movements",
+        "postings": "SELECT movement_id, account_id, amount FROM postings",
+        "orders": "SELECT id, status FROM orders",
+        "payouts": "SELECT id FROM payouts",
+        "products": "SELECT id, price_minor FROM products",
+        "sessions": "SELECT id, status, pinned_product_id FROM sessions",
+        "hosts": "SELECT session_id, creator_id, present, weight FROM session_hosts",
+        "principals": "SELECT id FROM principals",
+    }
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return {name: sorted(conn.execute(sql).fetchall()) for name, sql in tables.items()}
+
+
+def error(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]
+
+
+# Fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeProcess]:
+    runtime = RuntimeProcess(tmp_path_factory.mktemp("runtime")).start()
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def expected() -> Expected:
+    return Expected()
+
+
+@pytest.fixture(scope="module")
+def api(server: RuntimeProcess, expected: Expected) -> Client:
+    return Client(server, expected)
+
+
+# The description ---------------------------------------------------------------------------
+
+
+def app_routes(root: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    """(path, method) of every HTTP route and the path of every WebSocket route of the app."""
+    app = create_app(RuntimeConfig(db=root / "routes.db", telemetry=root / "telemetry"))
+    runtime = app.state.runtime
+    runtime.writer.conn.close()
+    runtime.relay.conn.close()
+    http = {
+        (route.path, method)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods - {"HEAD"}
+    }
+    sockets = {route.path for route in app.routes if isinstance(route, WebSocketRoute)}
+    return http, sockets
+
+
+def all_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from all_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from all_refs(value)
+
+
+def test_openapi_is_served_and_lists_exactly_the_app_routes(api: Client, tmp_path: Path):
+    served = api("GET", "/openapi.json")
+    assert served.status_code == 200 and served.json() == SPEC
+    assert SPEC["openapi"].startswith("3.1")
+    http, sockets = app_routes(tmp_path)
+    documented = {(path, m.upper()) for path, ops in SPEC["paths"].items() for m in ops}
+    assert documented == http
+    assert set(SPEC["x-websockets"]) == sockets
+    for ref in all_refs(SPEC):
+        resolve({"$ref": ref}, "")  # raises KeyError on a dangling reference
+
+
+def test_every_operation_documents_auth_and_idempotency():
+    operations = [(p, m.upper(), op) for p, ops in SPEC["paths"].items() for m, op in ops.items()]
+    assert len({op["operationId"] for _, _, op in operations}) == len(operations)
+    assert SPEC["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for path, method, op in operations:
+        public = (method, path) in PUBLIC
+        assert op["security"] == ([] if public else [{"bearerAuth": []}]), path
+        assert public or "401" in op["responses"], path
+        assert "500" in op["responses"], path
+        params = [resolve(p, "")[0] for p in op.get("parameters", [])]
+        keyed = any(p["name"] == "Idempotency-Key" and p["required"] for p in params)
+        assert keyed == ((method, path) in IDEMPOTENT), path
+        if keyed:
+            success = next(r for s, r in op["responses"].items() if s.startswith("2"))
+            assert "Idempotent-Replayed" in success["headers"], path
+
+
+def test_health_unknown_route_and_wrong_method_answer_json(api: Client):
+    health = api("GET", "/v1/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    missing = api.raw.call("GET", "/v1/no-such-thing")
+    assert missing.status_code == 404 and missing.json()["error"] == "http_error"
+    wrong = api.raw.call("DELETE", "/v1/me")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "http_error"
+
+
+# Accounts, tokens, authentication ----------------------------------------------------------
+
+
+def test_accounts_tokens_and_me(api: Client):
+    user = api("POST", "/v1/accounts", json={"kind": "user", "display_name": "Ada"}).json()
+    creator = api.account("creator")
+    assert user["id"].startswith("u_") and creator["id"].startswith("cr_")
+    assert api("GET", "/v1/me", user).json() == {"id": user["id"], "kind": "user", "coins": 0}
+    assert api("GET", "/v1/me", creator).json() == {
+        "id": creator["id"],
+        "kind": "creator",
+        "balance_minor": 0,
+        "currency": POLICY.currency,
+    }
+    token = api("POST", "/v1/tokens", creator, json={"ttl_seconds": 60})
+    assert token.status_code == 201
+    assert abs(token.json()["expires_at"] - (time.time() + 60)) < 5
+    again = {"token": token.json()["token"]}
+    assert api("GET", "/v1/me", again).json()["id"] == creator["id"]
+    default = api("POST", "/v1/tokens", user).json()
+    assert abs(default["expires_at"] - (time.time() + POLICY.token_ttl_days * 86_400)) < 5
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "refusal"),
+    [
+        ("/v1/accounts", {}, (422, "missing_field")),
+        ("/v1/accounts", {"kind": "admin"}, (422, "invalid_field")),
+        ("/v1/accounts", {"kind": "user", "display_name": ""}, (422, "invalid_field")),
+        ("/v1/accounts", {"kind": "user", "display_name": 7}, (422, "invalid_field")),
+        ("/v1/tokens", {"ttl_seconds": 0}, (422, "out_of_range")),
+        ("/v1/tokens", {"ttl_seconds": 10**9}, (422, "out_of_range")),
+        ("/v1/tokens", {"ttl_seconds": "60"}, (422, "invalid_field")),
+        ("/v1/tokens", {"ttl_seconds": True}, (422, "invalid_field")),
+        ("/v1/tokens", {"ttl_seconds": 1.5}, (422, "invalid_field")),
+    ],
+)
+def test_account_and_token_fields_are_checked(api: Client, path: str, body: dict, refusal):
+    user = api.account("user")
+    before = state(api.server.db)
+    assert error(api("POST", path, user, json=body)) == refusal
+    assert state(api.server.db) == before
+
+
+def test_missing_forged_and_expired_tokens_are_401(api: Client):
+    user = api.account("user")
+    short = api("POST", "/v1/tokens", user, json={"ttl_seconds": 1}).json()
+    assert api("GET", "/v1/me", {"token": short["token"]}).status_code == 200
+    assert error(api("GET", "/v1/me")) == (401, "unauthenticated")
+    assert error(api("GET", "/v1/me", {"token": "ce_forged"})) == (401, "unauthenticated")
+    basic = api("GET", "/v1/me", headers={"Authorization": f"Basic {user['token']}"})
+    assert error(basic) == (401, "unauthenticated")
+    time.sleep(max(0.0, short["expires_at"] - time.time()) + 0.05)
+    assert error(api("GET", "/v1/me", {"token": short["token"]})) == (401, "token_expired")
+    assert api("GET", "/v1/me", user).status_code == 200  # the first token still works
+
+
+def test_users_and_creators_cannot_call_each_others_operations(api: Client):
+    user, creator = api.user_with(70), api.account("creator")
+    session = api.live(creator)
+    product = api.product(creator, 500)
+    before = state(api.server.db)
+    as_creator = [
+        ("POST", PURCHASES, {"coins": 70, "channel": "web"}, {}),
+        ("POST", GIFTS, {"coins": 1}, {"session_id": session}),
+        ("POST", "/v1/orders", {"product_id": product, "quantity": 1}, {}),
+    ]
+    for method, template, body, params in as_creator:
+        refused = api(method, template, creator, "k", json=body, **params)
+        assert error(refused) == (403, "forbidden"), template
+    as_user = [
+        ("POST", "/v1/sessions", {}, {}),
+        ("POST", "/v1/products", {"name": "x", "price_minor": 100}, {}),
+        ("POST", "/v1/payouts", {}, {}),
+        ("POST", f"{SESSION}/end", None, {"session_id": session}),
+        ("POST", f"{SESSION}/pin", {"product_id": product}, {"session_id": session}),
+        ("POST", f"{SESSION}/join", None, {"session_id": session}),
+    ]
+    for method, template, body, params in as_user:
+        refused = api(method, template, user, "k", json=body, **params)
+        assert error(refused) == (403, "forbidden"), template
+    assert state(api.server.db) == before
+
+
+def test_a_user_spends_only_their_own_coins(api: Client):
+    a, b = api.user_with(350), api.user_with(70)
+    session = api.live(api.account("creator"))
+    a_gift = api("POST", GIFTS, a, "same-key", json={"coins": 5}, session_id=session)
+    assert a_gift.status_code == 201
+    naming_a = {"coins": 5, "sender_id": a["id"], "user_id": a["id"], "wallet": f"wallet:{a['id']}"}
+    b_gift = api("POST", GIFTS, b, "same-key", json=naming_a, session_id=session)
+    assert b_gift.status_code == 201 and "idempotent-replayed" not in b_gift.headers
+    assert b_gift.json()["gift_id"] != a_gift.json()["gift_id"]  # keys belong to their principal
+    assert (api.coins(a), api.coins(b)) == (345, 65)
+    balances = dict(state(api.server.db)["accounts"])
+    assert (balances[f"wallet:{a['id']}"], balances[f"wallet:{b['id']}"]) == (345, 65)
+
+
+def test_a_creator_cannot_touch_another_creators_session_or_order(api: Client):
+    owner, other, buyer = api.account("creator"), api.account("creator"), api.user_with(70)
+    session = api.live(owner)
+    theirs, mine = api.product(other, 300), api.product(owner, 400)
+    order = api("POST", "/v1/orders", buyer, "o1", json={"product_id": mine, "quantity": 1})
+    before = state(api.server.db)
+    attempts = [
+        ("POST", f"{SESSION}/end", None),
+        ("POST", f"{SESSION}/pin", {"product_id": theirs}),
+        ("POST", f"{SESSION}/cohosts", {"creator_id": other["id"]}),
+        ("PUT", f"{SESSION}/split", {"weights": {owner["id"]: 1}}),
+        ("POST", f"{SESSION}/join", None),
+    ]
+    for method, template, body in attempts:
+        assert error(api(method, template, other, json=body, session_id=session)) == (
+            403,
+            "forbidden",
+        ), template
+    pin_theirs = api(
+        "POST", f"{SESSION}/pin", owner, json={"product_id": theirs}, session_id=session
+    )
+    assert error(pin_theirs) == (403, "forbidden")
+    refund = api("POST", "/v1/orders/{order_id}/refund", other, order_id=order.json()["order_id"])
+    assert error(refund) == (403, "forbidden")
+    assert state(api.server.db) == before
+    assert api("GET", SESSION, buyer, session_id=session).json()["status"] == "live"
+
+
+# Bad input --------------------------------------------------------------------------------
+
+
+class Bad(NamedTuple):
+    """A bad request body, the error code it must get, and the gift_failed it leaves, if any."""
+
+    body: Any
+    code: str
+    gift_failed: str | None = None
+
+    @property
+    def status(self) -> int:
+        return {"malformed_json": 400, "body_too_large": 413, "not_found": 404}.get(self.code, 422)
+
+
+NOT_OBJECTS = [Bad(b"{not json", "malformed_json"), Bad(b"[1, 2]", "malformed_json")]
+NOT_OBJECTS += [Bad(b'"coins"', "malformed_json"), Bad(b"\xff\xfe", "malformed_json")]
+NOT_OBJECTS += [Bad(MEGABYTE, "body_too_large")]
+
+
+def bad_input_cases(user: dict, creator: dict, session: str, product: str) -> list[tuple]:
+    """((who, method, template, path params), Bad) for every route that reads a body."""
+    out, wrong, missing = "out_of_range", "invalid_field", "missing_field"
+    live = {"session_id": session}
+    purchase = [Bad({"coins": c, "channel": "web"}, code) for c, code in [
+        (0, out), (-70, out), (10**30, out), (10**12, "unknown_pack"), (71, "unknown_pack"),
+        (70.0, wrong), (True, wrong), ("70", wrong), (None, missing),
+    ]]  # fmt: skip
+    purchase += [Bad({"coins": 70, "channel": c}, wrong) for c in ("fax", 3, "WEB")]
+    gift = [Bad({"coins": c}, out, "rejected") for c in (0, -5, 10**12, POLICY.max_gift_coins + 1)]
+    gift += [Bad({"coins": c}, code) for c, code in [
+        (10**30, out), (-(10**30), out), (1.5, wrong), (True, wrong), ("5", wrong),
+        (None, missing),
+    ]]  # fmt: skip
+    price = [Bad({"name": "poster", "price_minor": p}, code) for p, code in [
+        (0, out), (-1, out), (10**12, out), (POLICY.max_price_minor + 1, out), (9.99, wrong),
+        (True, wrong), (None, missing),
+    ]]  # fmt: skip
+    price += [Bad({"name": n, "price_minor": 100}, code) for n, code in [
+        ("", wrong), ("x" * 201, wrong), (None, missing),
+    ]]  # fmt: skip
+    order = [Bad({"product_id": product, "quantity": q}, code) for q, code in [
+        (0, out), (10**6, out), (-1, out), (POLICY.max_quantity + 1, out), (1.0, wrong),
+        (True, wrong), ("1", wrong), (None, missing),
+    ]]  # fmt: skip
+    order += [
+        Bad({"product_id": "p_none", "quantity": 1}, "not_found"),
+        Bad({"product_id": product, "quantity": 1, "session_id": 5}, wrong),
+    ]
+    start = [Bad({"quality": "4k"}, wrong), Bad({"quality": None}, missing)]
+    start += [Bad({"record": "yes"}, wrong), Bad({"region": 5}, wrong)]
+    weights = [Bad({"weights": w}, code) for w, code in [
+        ({}, wrong), ([1], wrong), ({creator["id"]: 0}, out), ({creator["id"]: 1.5}, wrong),
+        ({"cr_nobody": 1}, "invalid"),
+    ]]  # fmt: skip
+    routes = [
+        ((user, "POST", PURCHASES, {}), NOT_OBJECTS + purchase),
+        ((user, "POST", GIFTS, live), NOT_OBJECTS + gift),
+        ((user, "POST", "/v1/orders", {}), NOT_OBJECTS + order),
+        ((creator, "POST", "/v1/products", {}), NOT_OBJECTS + price),
+        ((creator, "POST", "/v1/sessions", {}), NOT_OBJECTS + start),
+        ((creator, "PUT", f"{SESSION}/split", live), NOT_OBJECTS + weights),
+        ((creator, "POST", f"{SESSION}/cohosts", live), [Bad({"creator_id": 7}, wrong)]),
+        ((creator, "POST", f"{SESSION}/pin", live), [Bad({}, missing)]),
+    ]
+    return [(route, bad) for route, bads in routes for bad in bads]
+
+
+def test_bad_input_is_refused_and_changes_nothing(api: Client):
+    user, creator = api.user_with(350), api.account("creator")
+    session = api.live(creator)
+    product = api.product(creator, 250)
+    for n, (route, bad) in enumerate(bad_input_cases(user, creator, session, product)):
+        who, method, template, params = route
+        payload = {"content": bad.body} if isinstance(bad.body, bytes) else {"json": bad.body}
+        before = state(api.server.db)
+        response = api(method, template, who, f"bad-{n}", **payload, **params)
+        shown = bad.body if len(str(bad.body)) < 99 else "1 MB"
+        assert error(response) == (bad.status, bad.code), (template, shown)
+        assert state(api.server.db) == before, (template, shown)
+        if bad.gift_failed:
+            api.expected.gift_failed[(session, user["id"], bad.gift_failed)] += 1
+    assert api.coins(user) == 350 and api.balance(creator) == 0
+
+
+# Coins and gifts ---------------------------------------------------------------------------
+
+
+def test_purchase_fees_follow_the_policy_on_every_channel(api: Client):
+    user = api.account("user")
+    total = 0
+    for channel in sorted(CHANNELS):
+        for coins, price in sorted(POLICY.coin_packs.items()):
+            key = f"{channel}-{coins}"
+            body = api("POST", PURCHASES, user, key, json={"coins": coins, "channel": channel})
+            assert body.status_code == 201, body.text
+            payment_fee, store_fee = POLICY.channels[channel].fees(price)
+            total += coins
+            assert body.json() | {"purchase_id": None} == {
+                "purchase_id": None,
+                "coins": coins,
+                "amount_minor": price,
+                "currency": POLICY.currency,
+                "payment_fee_minor": payment_fee,
+                "store_fee_minor": store_fee,
+                "balance_coins": total,
+            }
+    assert api.coins(user) == total
+
+
+def test_gifts_split_between_present_hosts_equally_then_by_weight(api: Client):
+    owner, cohost, invited = (api.account("creator") for _ in range(3))
+    user = api.user_with(17500)
+    session = api.live(owner)
+    for guest in (cohost, invited):
+        api(
+            "POST",
+            f"{SESSION}/cohosts",
+            owner,
+            json={"creator_id": guest["id"]},
+            session_id=session,
+        )
+    assert api("POST", f"{SESSION}/join", cohost, session_id=session).status_code == 200
+
+    def gift(coins: int, key: str) -> dict:
+        response = api("POST", GIFTS, user, key, json={"coins": coins}, session_id=session)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        fee = body["value_minor"] * POLICY.gift_platform_fee_bps // BPS
+        assert body["value_minor"] == coins * POLICY.coin_value_minor
+        assert body["platform_fee_minor"] == fee
+        assert sum(s["share_minor"] for s in body["splits"]) + fee == body["value_minor"]
+        return {s["creator_id"]: s["share_minor"] for s in body["splits"]}
+
+    equal = gift(9, "g-equal")  # an odd remainder: the owner gets the extra minor unit
+    rest = sum(equal.values())
+    assert list(equal) == [owner["id"], cohost["id"]]  # the invited host is not present
+    assert equal == {owner["id"]: rest - rest // 2, cohost["id"]: rest // 2}
+    weights = {owner["id"]: 3, cohost["id"]: 1, invited["id"]: 5}
+    split = api("PUT", f"{SESSION}/split", owner, json={"weights": weights}, session_id=session)
+    assert {h["creator_id"]: h["weight"] for h in split.json()["hosts"]} == weights
+    weighted = gift(102, "g-weighted")
+    rest = sum(weighted.values())
+    floors = {owner["id"]: rest * 3 // 4, cohost["id"]: rest // 4}
+    leftover = rest - sum(floors.values())
+    assert leftover > 0
+    assert weighted == {c: f + (i < leftover) for i, (c, f) in enumerate(floors.items())}
+    assert api("POST", f"{SESSION}/leave", cohost, session_id=session).status_code == 200
+    alone = gift(10, "g-alone")
+    assert list(alone) == [owner["id"]]
+    assert api.balance(owner) == equal[owner["id"]] + weighted[owner["id"]] + alone[owner["id"]]
+    assert api.balance(cohost) == equal[cohost["id"]] + weighted[cohost["id"]]
+    assert api.balance(invited) == 0
+    assert api.coins(user) == 17500 - 9 - 102 - 10
+
+
+def test_refused_gifts_move_nothing_and_record_gift_failed(api: Client):
+    user, creator = api.user_with(70), api.account("creator")
+    session = api.live(creator)
+    before = state(api.server.db)
+    poor = api("POST", GIFTS, user, "too-much", json={"coins": 71}, session_id=session)
+    assert error(poor) == (402, "insufficient_balance")
+    unknown = api("POST", GIFTS, user, "nowhere", json={"coins": 1}, session_id="s_none")
+    assert error(unknown) == (404, "not_found")
+    assert state(api.server.db) == before
+    assert api("POST", f"{SESSION}/end", creator, session_id=session).status_code == 200
+    before = state(api.server.db)
+    closed = api("POST", GIFTS, user, "closed", json={"coins": 1}, session_id=session)
+    assert error(closed) == (409, "session_closed")
+    assert state(api.server.db) == before
+    api.expected.gift_failed[(session, user["id"], "insufficient_balance")] += 1
+    api.expected.gift_failed[(session, user["id"], "session_closed")] += 1
+    assert api.coins(user) == 70
+
+
+def test_gift_idempotency_replays_and_refuses_a_reused_key(api: Client):
+    user, creator = api.user_with(350), api.account("creator")
+    session = api.live(creator)
+    first = api("POST", GIFTS, user, "gift-1", json={"coins": 5}, session_id=session)
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    before = state(api.server.db)
+    for body in ({"json": {"coins": 5}}, {"content": b'{ "coins" : 5 }'}):
+        again = api("POST", GIFTS, user, "gift-1", session_id=session, **body)
+        assert again.status_code == 201 and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+    other = api("POST", GIFTS, user, "gift-1", json={"coins": 6}, session_id=session)
+    assert error(other) == (422, "idempotency_key_reused")
+    elsewhere = api("POST", PURCHASES, user, "gift-1", json={"coins": 70, "channel": "web"})
+    assert error(elsewhere) == (422, "idempotency_key_reused")
+    assert state(api.server.db) == before
+    refused = api("POST", GIFTS, user, "gift-2", json={"coins": 1000}, session_id=session)
+    assert error(refused) == (402, "insufficient_balance")
+    api.expected.gift_failed[(session, user["id"], "insufficient_balance")] += 1
+    api("POST", PURCHASES, user, "top-up", json={"coins": 1400, "channel": "ios"})
+    retried = api("POST", GIFTS, user, "gift-2", json={"coins": 1000}, session_id=session)
+    assert error(retried) == (402, "insufficient_balance")  # the first answer, replayed
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert api.coins(user) == 350 - 5 + 1400
+
+
+def test_concurrent_gifts_never_overdraw_and_a_key_moves_coins_once(api: Client):
+    """Gifts racing through one group commit: the wallet's balance holds, a key counts once."""
+    spender, retrier, creator = api.user_with(70), api.user_with(70), api.account("creator")
+    session = api.live(creator)
+
+    def gift(who: dict, key: str) -> httpx.Response:
+        return api("POST", GIFTS, who, key, json={"coins": 10}, session_id=session)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        racing = list(pool.map(lambda n: gift(spender, f"race-{n}"), range(10)))
+        retried = list(pool.map(lambda _: gift(retrier, "one-key"), range(8)))
+    assert Counter(r.status_code for r in racing) == {201: 7, 402: 3}
+    api.expected.gift_failed[(session, spender["id"], "insufficient_balance")] += 3
+    assert api.coins(spender) == 0
+    assert {r.status_code for r in retried} == {201}
+    assert len({r.json()["gift_id"] for r in retried}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in retried) == 1
+    assert api.coins(retrier) == 60
+
+
+# Sessions ----------------------------------------------------------------------------------
+
+
+def test_session_lifecycle(api: Client):
+    owner, cohost, stranger, viewer = (api.account(k) for k in ("creator",) * 3 + ("user",))
+    started = api(
+        "POST",
+        "/v1/sessions",
+        owner,
+        json={"region": "eu-west", "quality": "1080p", "record": True},
+    )
+    session = started.json()["session_id"]
+    assert started.json() | {"session_id": None, "started_at": None} == {
+        "session_id": None, "owner_id": owner["id"], "region": "eu-west", "quality": "1080p",
+        "record": True, "status": "live", "started_at": None, "ended_at": None,
+        "pinned_product_id": None,
+        "hosts": [{"creator_id": owner["id"], "present": True, "weight": 1}],
+    }  # fmt: skip
+    assert api("GET", SESSION, viewer, session_id=session).json() == started.json()
+
+    def do(who: dict, action: str, body: dict | None = None) -> httpx.Response:
+        return api("POST", f"{SESSION}/{action}", who, json=body, session_id=session)
+
+    invited = do(owner, "cohosts", {"creator_id": cohost["id"]})
+    assert invited.status_code == 201
+    assert invited.json()["hosts"][1] == {"creator_id": cohost["id"], "present": False, "weight": 1}
+    assert do(cohost, "join").json()["hosts"][1]["present"] is True
+    assert error(do(cohost, "join")) == (409, "already_present")
+    assert error(do(stranger, "join")) == (403, "forbidden")
+    assert error(do(stranger, "leave")) == (403, "forbidden")
+    assert error(do(owner, "leave")) == (409, "owner_cannot_leave")
+    assert do(cohost, "leave").json()["hosts"][1]["present"] is False
+    assert error(do(cohost, "leave")) == (409, "not_present")
+    assert do(cohost, "join").status_code == 200
+    assert error(do(owner, "cohosts", {"creator_id": "cr_nobody"})) == (404, "not_found")
+    assert error(do(owner, "cohosts", {"creator_id": viewer["id"]})) == (404, "not_found")
+    assert error(api("GET", SESSION, viewer, session_id="s_none")) == (404, "not_found")
+    assert error(api("POST", f"{SESSION}/end", owner, session_id="s_none")) == (404, "not_found")
+    ended = do(owner, "end").json()
+    assert ended["status"] == "ended" and ended["ended_at"] >= ended["started_at"]
+    assert not any(h["present"] for h in ended["hosts"])
+    assert error(do(owner, "end")) == (409, "session_closed")
+    assert error(do(cohost, "join")) == (409, "session_closed")
+    assert error(do(owner, "cohosts", {"creator_id": stranger["id"]})) == (409, "session_closed")
+    assert api("GET", SESSION, viewer, session_id=session).json() == ended
+
+
+# Commerce and payouts ----------------------------------------------------------------------
+
+
+def test_products_pins_checkout_and_refund(api: Client):
+    seller, buyer = api.account("creator"), api.user_with(70)
+    first, second = api.product(seller, 2_500, "hoodie"), api.product(seller, 999, "sticker")
+    listed = api("GET", "/v1/creators/{creator_id}/products", buyer, creator_id=seller["id"])
+    assert [p["product_id"] for p in listed.json()["products"]] == [first, second]
+    assert listed.json()["products"][0] == {
+        "product_id": first, "creator_id": seller["id"], "name": "hoodie",
+        "price_minor": 2_500, "currency": POLICY.currency,
+    }  # fmt: skip
+    nobody = api("GET", "/v1/creators/{creator_id}/products", buyer, creator_id="cr_nobody")
+    assert nobody.json() == {"products": []}
+    session = api.live(seller)
+    pinned = api("POST", f"{SESSION}/pin", seller, json={"product_id": first}, session_id=session)
+    assert pinned.json()["pinned_product_id"] == first
+    missing = api("POST", f"{SESSION}/pin", seller, json={"product_id": "p_x"}, session_id=session)
+    assert error(missing) == (404, "not_found")
+
+    def buy(key: str, product: str, quantity: int, price: int, live: str | None) -> dict:
+        body = {"product_id": product, "quantity": quantity, "session_id": live}
+        order = api("POST", "/v1/orders", buyer, key, json=body)
+        assert order.status_code == 201, order.text
+        gross = price * quantity
+        payment_fee, commission = POLICY.order_fees(gross)
+        assert order.json() | {"order_id": None} == {
+            "order_id": None, "session_id": live, "creator_id": seller["id"],
+            "product_id": product, "quantity": quantity, "gross_minor": gross,
+            "currency": POLICY.currency, "payment_fee_minor": payment_fee,
+            "commission_minor": commission,
+            "creator_net_minor": gross - payment_fee - commission, "status": "paid",
+        }  # fmt: skip
+        return order.json()
+
+    in_live = buy("in-live", first, 3, 2_500, session)
+    outside = buy("outside", second, 1, 999, None)
+    nets = in_live["creator_net_minor"] + outside["creator_net_minor"]
+    assert api.balance(seller) == nets
+    unknown_live = {"product_id": first, "quantity": 1, "session_id": "s_none"}
+    assert error(api("POST", "/v1/orders", buyer, "nowhere", json=unknown_live)) == (
+        404,
+        "not_found",
+    )
+    zero_in_live = {"product_id": first, "quantity": 0, "session_id": session}
+    assert error(api("POST", "/v1/orders", buyer, "zero", json=zero_in_live)) == (
+        422,
+        "out_of_range",
+    )
+    api.expected.checkout_failed[(session, seller["id"], "out_of_range")] += 1
+    api("POST", f"{SESSION}/end", seller, session_id=session)
+    before = state(api.server.db)
+    late = {"product_id": first, "quantity": 1, "session_id": session}
+    assert error(api("POST", "/v1/orders", buyer, "late", json=late)) == (409, "session_closed")
+    api.expected.checkout_failed[(session, seller["id"], "session_closed")] += 1
+    assert state(api.server.db) == before
+
+    refund_path = "/v1/orders/{order_id}/refund"
+    refund = api(
+        "POST", refund_path, seller, json={"reason": "damaged"}, order_id=in_live["order_id"]
+    )
+    assert refund.status_code == 200
+    assert refund.json() | {"refund_id": None} == {
+        "order_id": in_live["order_id"], "refund_id": None,
+        "refund_minor": in_live["gross_minor"], "status": "refunded",
+    }  # fmt: skip
+    assert api.balance(seller) == outside["creator_net_minor"]
+    after_refund = state(api.server.db)
+    again = api("POST", refund_path, seller, order_id=in_live["order_id"])
+    assert error(again) == (409, "already_refunded")
+    assert error(api("POST", refund_path, seller, order_id="o_none")) == (404, "not_found")
+    assert state(api.server.db) == after_refund
+
+
+def test_payouts_pay_the_whole_balance_past_the_threshold(api: Client):
+    creator, buyer = api.account("creator"), api.user_with(70)
+    assert error(api("POST", "/v1/payouts", creator, "early")) == (409, "below_threshold")
+    cheap = api.product(creator, 100)
+    api("POST", "/v1/orders", buyer, "cheap", json={"product_id": cheap, "quantity": 1})
+    assert 0 < api.balance(creator) < POLICY.payout_threshold_minor
+    assert error(api("POST", "/v1/payouts", creator, "still-early")) == (409, "below_threshold")
+    dear = api.product(creator, POLICY.payout_threshold_minor * 2)
+    order = api("POST", "/v1/orders", buyer, "dear", json={"product_id": dear, "quantity": 1})
+    balance = api.balance(creator)
+    assert balance >= POLICY.payout_threshold_minor
+    paid = api("POST", "/v1/payouts", creator, "payout-1", json={})
+    assert paid.status_code == 201 and paid.json()["amount_minor"] == balance
+    assert paid.json()["currency"] == POLICY.currency
+    assert paid.json()["period_start"] <= paid.json()["period_end"]
+    assert api.balance(creator) == 0
+    replay = api("POST", "/v1/payouts", creator, "payout-1", json={})
+    assert replay.json() == paid.json() and replay.headers["idempotent-replayed"] == "true"
+    assert error(api("POST", "/v1/payouts", creator, "payout-2")) == (409, "below_threshold")
+    refund = api("POST", "/v1/orders/{order_id}/refund", creator, order_id=order.json()["order_id"])
+    assert error(refund) == (409, "insufficient_balance")  # the money was paid out
+    assert api.balance(creator) == 0
+
+
+def test_the_books_balance(api: Client):
+    """Every movement sums to zero per unit, so all balances of a unit sum to zero."""
+    with closing(sqlite3.connect(f"file:{api.server.db}?mode=ro", uri=True)) as conn:
+        totals = conn.execute("SELECT unit, sum(balance) FROM accounts GROUP BY unit").fetchall()
+        unbalanced = conn.execute(
+            "SELECT p.movement_id, a.unit FROM postings p JOIN accounts a ON a.id = p.account_id "
+            "GROUP BY p.movement_id, a.unit HAVING sum(p.amount) != 0"
+        ).fetchall()
+        overdrawn = conn.execute(
+            "SELECT id FROM accounts WHERE may_go_negative = 0 AND balance < 0"
+        ).fetchall()
+    assert {unit: total for unit, total in totals} == {"COIN": 0, POLICY.currency: 0}
+    assert unbalanced == [] and overdrawn == []
+
+
+# Telemetry ---------------------------------------------------------------------------------
+
+
+def by_type(events: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for event in events:
+        found.setdefault(event["event_type"], []).append(event)
+    return found
+
+
+def check_contract(event: dict) -> None:
+    names = [f.name for f in ENVELOPE] + [f.name for f in EVENT_FIELDS[event["event_type"]]]
+    assert sorted(event) == sorted(names), event
+    assert event["schema_version"] == 1 and event["source"] == "runtime"
+    datetime.strptime(event["occurred_at"], TIME_FORMAT)
+    for spec in EVENT_FIELDS[event["event_type"]]:
+        if spec.allowed is not None:
+            assert event[spec.name] in spec.allowed, event
+        if spec.is_money or spec.kind == "int":
+            assert isinstance(event[spec.name], int) and not isinstance(event[spec.name], bool)
+
+
+def once_each(events: list[dict], key: str, wanted: dict[str, dict], fields: list[str]) -> None:
+    """One event per remembered call, none more, each carrying what the answer said."""
+    seen = Counter(e[key] for e in events)
+    assert set(seen) == set(wanted) and set(seen.values()) <= {1}
+    for event in events:
+        expected = wanted[event[key]]
+        assert {f: event[f] for f in fields} == {f: expected[f] for f in fields}, event
+
+
+def check_money_events(events: dict[str, list[dict]], expected: Expected) -> None:
+    once_each(
+        events.get("coins_purchased", []), "purchase_id", expected.purchases,
+        ["user_id", "coins", "amount_minor", "currency", "channel", "payment_fee_minor",
+         "store_fee_minor"],
+    )  # fmt: skip
+    gifts = events.get("gift_sent", [])
+    once_each(
+        gifts, "gift_id", expected.gifts,
+        ["session_id", "sender_id", "coins", "value_minor", "currency", "splits",
+         "platform_fee_minor"],
+    )  # fmt: skip
+    for gift in gifts:
+        shares = sum(s["share_minor"] for s in gift["splits"])
+        assert shares + gift["platform_fee_minor"] == gift["value_minor"], gift
+        assert all(s["share_minor"] >= 0 for s in gift["splits"])
+    order_fields = [f.name for f in EVENT_FIELDS["order_paid"] if f.name != "order_id"]
+    once_each(events.get("order_paid", []), "order_id", expected.orders, order_fields)
+    once_each(
+        events.get("order_refunded", []), "order_id", expected.refunds, ["refund_minor", "reason"]
+    )
+    once_each(
+        events.get("payout_issued", []), "payout_id", expected.payouts,
+        ["creator_id", "amount_minor", "currency", "period_start", "period_end"],
+    )  # fmt: skip
+
+
+def check_refusal_events(events: dict[str, list[dict]], expected: Expected) -> None:
+    failed = Counter(
+        (e["session_id"], e["sender_id"], e["reason"]) for e in events.get("gift_failed", [])
+    )
+    assert failed == expected.gift_failed
+    assert len({e["gift_id"] for e in events.get("gift_failed", [])}) == failed.total()
+    checkout = Counter(
+        (e["session_id"], e["creator_id"], e["reason"]) for e in events.get("checkout_failed", [])
+    )
+    assert checkout == expected.checkout_failed
+
+
+def check_session_events(events: dict[str, list[dict]], expected: Expected) -> None:
+    started = {e["session_id"]: e for e in events["session_started"]}
+    assert len(started) == len(events["session_started"]) and set(started) == set(expected.sessions)
+    for session_id, event in started.items():
+        session = expected.sessions[session_id]
+        assert event["creator_ids"] == [session["owner_id"]]
+        assert (event["region"], event["quality"]) == (session["region"], session["quality"])
+    ended = Counter(e["session_id"] for e in events["session_ended"])
+    assert set(ended) == set(expected.sessions) and set(ended.values()) == {1}
+    reasons = {e["session_id"]: e["reason"] for e in events["session_ended"]}
+    assert reasons == {s: expected.ended.get(s, "error") for s in expected.sessions}
+    hosts = Counter(
+        (e["event_type"], e["session_id"], e["creator_id"])
+        for kind in ("host_joined", "host_left")
+        for e in events.get(kind, [])
+    )
+    assert hosts == expected.hosts
+    check_usage_covers_sessions(events)
+
+
+def check_usage_covers_sessions(events: dict[str, list[dict]]) -> None:
+    """Each session's usage intervals run without gap from its start to its end."""
+    usage: dict[str, list[dict]] = {}
+    for event in events["media_usage"]:
+        usage.setdefault(event["session_id"], []).append(event)
+    for start in events["session_started"]:
+        intervals = sorted(usage[start["session_id"]], key=lambda e: e["interval_start"])
+        end = next(e for e in events["session_ended"] if e["session_id"] == start["session_id"])
+        assert intervals[0]["interval_start"] == start["occurred_at"]
+        assert intervals[-1]["interval_end"] == end["occurred_at"]
+        for before, after in zip(intervals, intervals[1:], strict=False):
+            assert before["interval_end"] == after["interval_start"]
+
+
+def test_telemetry_after_a_graceful_stop(server: RuntimeProcess, expected: Expected):
+    """Last: stops the server, then finds every remembered call in the sealed files once."""
+    server.stop()
+    assert server.process is not None
+    assert server.process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    assert "Traceback" not in (server.root / "server.log").read_text()
+    assert list((server.telemetry / "open").iterdir()) == []
+    lines = [
+        line for path in list_sealed(server.telemetry) for line in path.read_text().splitlines()
+    ]
+    events = [json.loads(line) for line in lines]
+    assert len({e["event_id"] for e in events}) == len(events)
+    for event in events:
+        check_contract(event)
+    grouped = by_type(events)
+    check_money_events(grouped, expected)
+    check_refusal_events(grouped, expected)
+    check_session_events(grouped, expected)
