@@ -425,8 +425,11 @@ async def _connect(client: Client, viewer: Viewer) -> None:
 class Load:
     """One run: setup, the closed loop, teardown."""
 
-    def __init__(self, client: Client, users: int, duration: float, seed: int) -> None:
+    def __init__(
+        self, client: Client, users: int, duration: float, seed: int, watch: bool = True
+    ) -> None:
         self.client = client
+        self.watch_sessions = watch
         self.rec = client.rec
         self.users = users
         self.duration = duration
@@ -459,7 +462,8 @@ class Load:
 
         async def ready(viewer: Viewer) -> None:
             async with limit:
-                await _connect(self.client, viewer)
+                if self.watch_sessions:
+                    await _connect(self.client, viewer)
                 await self.buy(viewer)
 
         await asyncio.gather(*(ready(v) for v in self.viewers))
@@ -681,12 +685,17 @@ class Load:
 
 
 async def _run(
-    url: str, users: int, duration: float, progress: Callable[[str], None] | None, seed: int
+    url: str,
+    users: int,
+    duration: float,
+    progress: Callable[[str], None] | None,
+    seed: int,
+    watch: bool,
 ) -> LoadReport:
     recorder = Recorder()
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
     async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as http:
-        load = Load(Client(url, http, recorder), users, duration, seed)
+        load = Load(Client(url, http, recorder), users, duration, seed, watch)
         try:
             await load.setup()
             if progress:
@@ -694,7 +703,7 @@ async def _run(
                     f"set up {len(load.creators)} creators, {len(load.lives)} live sessions and "
                     f"{users} viewers; running {duration:g}s"
                 )
-            watchers = [asyncio.create_task(load.watch(v)) for v in load.viewers]
+            watchers = [asyncio.create_task(load.watch(v)) for v in load.viewers if v.socket]
             seconds = await load.run_window(progress)
             await load.teardown(watchers)
         finally:
@@ -710,11 +719,16 @@ def run_load(
     duration: float = 30.0,
     progress: Callable[[str], None] | None = None,
     seed: int = 1,
+    watch: bool = True,
 ) -> LoadReport:
-    """Drives the runtime at `url` with `users` closed-loop viewers for `duration` seconds."""
+    """Drives the runtime at `url` with `users` closed-loop viewers for `duration` seconds.
+
+    `watch=False` keeps the users off the WebSockets, to measure the API without the fan-out
+    of every gift to the session's viewers.
+    """
     if users < 1 or duration <= 0:
         raise LoadError("users must be at least 1 and duration positive")
-    return _runner()(_run(url, users, duration, progress, seed))
+    return _runner()(_run(url, users, duration, progress, seed, watch))
 
 
 def _runner() -> Callable:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from live_runtime.ledger.schema import connect
@@ -65,7 +66,11 @@ class OutboxRelay:
         max_file_bytes: int = 64 * 1024 * 1024,
         max_file_age_seconds: float = 60.0,
         poll_seconds: float = 0.5,
+        mark: Callable[[list[int]], None] | None = None,
     ) -> None:
+        """`mark` records rows as relayed; by default on the relay's own connection. A busy
+        ledger writer starves a second writing connection, so the runtime passes one that
+        queues the marking to its writer instead."""
         self.conn = connect(db_path)
         self.telemetry_dir = Path(telemetry_dir)
         self.source = source
@@ -74,6 +79,7 @@ class OutboxRelay:
             self.telemetry_dir, source, max_file_bytes, max_age_seconds=max_file_age_seconds
         )
         self.poll_seconds = poll_seconds
+        self.mark = mark or self._mark_here
         self.relayed = 0
         self._checkpointed_at = 0.0
         self._wake = threading.Event()
@@ -109,6 +115,11 @@ class OutboxRelay:
         while self.relay_once():
             pass
 
+    def _mark_here(self, seqs: list[int]) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("UPDATE outbox SET relayed = 1 WHERE seq = ?", [(s,) for s in seqs])
+        self.conn.execute("COMMIT")
+
     def _checkpoint(self) -> None:
         """Copies the WAL into the database without blocking the writer (it never does)."""
         now = time.monotonic()
@@ -125,10 +136,6 @@ class OutboxRelay:
         # One write: the writer may seal before it (every earlier row is marked), never within.
         self.files.write("".join(line + "\n" for _, line in rows).encode())
         self.files.sync()
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.executemany(
-            "UPDATE outbox SET relayed = 1 WHERE seq = ?", [(s,) for s, _ in rows]
-        )
-        self.conn.execute("COMMIT")
+        self.mark([seq for seq, _ in rows])
         self.relayed += len(rows)
         return len(rows)

@@ -69,8 +69,16 @@ class Runtime:
             config.telemetry,
             config.source,
             max_file_age_seconds=config.max_file_age_seconds,
+            mark=self._mark_relayed,
         )
         self.auth = Authenticator(connect(config.db))
+
+    def _mark_relayed(self, seqs: list[int]) -> None:
+        def mark(tx) -> tuple[int, dict]:
+            tx.conn.executemany("UPDATE outbox SET relayed = 1 WHERE seq = ?", [(s,) for s in seqs])
+            return 200, {}
+
+        self.writer.run_now(mark)
 
     async def run(self, operation: Operation, idempotency: Idempotency | None = None) -> Response:
         outcome = await self.writer.run(operation, idempotency)
@@ -126,8 +134,8 @@ class Runtime:
         )
         for room in rooms:
             self.rooms.close(room.session_id)
+        await asyncio.to_thread(self.relay.stop)  # drains through the writer, so before it
         self.writer.stop()
-        self.relay.stop()
 
 
 def create_app(config: RuntimeConfig) -> Starlette:
