@@ -236,7 +236,12 @@ def _load(args: argparse.Namespace) -> int:
     from live_runtime.load import LoadError, run_load
 
     try:
-        report = run_load(args.url, users=args.users, duration=args.duration)
+        report = run_load(
+            args.url,
+            users=args.users,
+            duration=args.duration,
+            progress=lambda line: print(line, flush=True),
+        )
     except LoadError as exc:
         raise UserFacingError(str(exc)) from exc
     print(report.table())

@@ -604,7 +604,9 @@ class Load:
         self.rec.in_window = False
         return seconds
 
-    async def _report_progress(self, started: float, progress: Callable[[str], None] | None):
+    async def _report_progress(
+        self, started: float, progress: Callable[[str], None] | None
+    ) -> None:
         if progress is None:
             return
         loop = asyncio.get_running_loop()

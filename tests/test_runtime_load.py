@@ -1,0 +1,42 @@
+"""The load generator through the real CLI against a real server, and the ledger after it."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from runtime_server import RuntimeProcess
+
+from creator_econ_cli import main
+
+
+def test_runtime_load_leaves_a_balanced_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = RuntimeProcess(tmp_path / "runtime").start()
+    try:
+        code = main(["runtime", "load", "--url", server.url, "--users", "8", "--duration", "3"])
+        out = capsys.readouterr().out
+    finally:
+        server.stop()
+
+    assert code == 0, out
+    assert "result: OK" in out
+    sent = re.search(r"^gift\s+([\d,]+)", out, re.MULTILINE)
+    assert sent is not None, out
+    assert int(sent[1].replace(",", "")) > 0
+
+    conn = sqlite3.connect(server.db)
+    try:
+        (gifts,) = conn.execute("SELECT count(*) FROM movements WHERE kind = 'gift'").fetchone()
+        per_unit = dict(conn.execute("SELECT unit, sum(balance) FROM accounts GROUP BY unit"))
+        (overdrawn,) = conn.execute(
+            "SELECT count(*) FROM accounts WHERE may_go_negative = 0 AND balance < 0"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert gifts > 0
+    assert per_unit and all(total == 0 for total in per_unit.values()), per_unit
+    assert overdrawn == 0
