@@ -30,7 +30,10 @@ def connect(dsn: str) -> Client:
             "embedded warehouse or http(s)://host:8123 for a ClickHouse server"
         )
     if is_embedded(dsn):
-        Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        # chdb://data/warehouse would name a host "data": a relative path means this folder.
+        path = Path(dsn.removeprefix("chdb:").removeprefix("//")).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        dsn = f"chdb://{path}"
     try:
         return clickhouse_connect.get_client(dsn=dsn)
     except Exception as exc:  # the driver raises several types; all mean "cannot open"

@@ -215,3 +215,15 @@ def test_valid_lines_in_any_json_layout_load_alike(tmp_path, warehouse):
     ).result_rows
     assert rows[0][1:] == rows[1][1:]
     assert [r[0] for r in rows] == ["g1", "g\u00e9/1"]
+
+
+def test_a_relative_embedded_dsn_is_a_folder_here(tmp_path, monkeypatch):
+    from ingest.warehouse import connect
+
+    monkeypatch.chdir(tmp_path)
+    client = connect("chdb://data/warehouse")  # not a host named "data"
+    try:
+        assert client.command("SELECT 1") == 1
+    finally:
+        client.close()
+    assert (tmp_path / "data" / "warehouse").is_dir()
