@@ -13,7 +13,8 @@ import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ class FileReport:
 class IngestReport:
     files: list[FileReport] = field(default_factory=list)
     seconds: float = 0.0
+    touched_days: set[date] = field(default_factory=set)  # days whose marts may have changed
 
     def total(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files)
@@ -82,10 +84,14 @@ def ingest(
     read_files_in_warehouse: bool,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     progress: Callable[[str], None] | None = None,
+    deduplicate: bool = True,
 ) -> IngestReport:
     """Load every new sealed file. `read_files_in_warehouse` lets an embedded warehouse read the
-    files itself; a server gets their bytes sent over the connection."""
+    files itself; a server gets their bytes sent over the connection. `deduplicate=False`
+    loads every valid line, duplicates included: it exists only to measure what exactly-once
+    costs, and must not be used on a real warehouse."""
     started = time.perf_counter()
+    say = progress or (lambda line: None)
     ensure_schema(client)
     _create_stage_tables(client)
     _roll_back_interrupted(client)
@@ -93,12 +99,18 @@ def ingest(
     files = pending_files(client, telemetry_dir)
     batches = list(_batches(files, batch_bytes))
     for number, batch in enumerate(batches, 1):
-        report.files += _load_batch(client, batch, read_files_in_warehouse)
-        if progress:
-            done = sum(len(b) for b in batches[:number])
-            progress(f"ingest: {done}/{len(files)} files, {report.summary().split(': ', 1)[1]}")
+        step = partial(_say_step, say, f"ingest: batch {number}/{len(batches)}")
+        reports, days = _load_batch(client, batch, read_files_in_warehouse, deduplicate, step)
+        report.files += reports
+        report.touched_days |= days
+        done = sum(len(b) for b in batches[:number])
+        say(f"ingest: {done}/{len(files)} files, {report.summary().split(': ', 1)[1]}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _say_step(say: Callable[[str], None], prefix: str, what: str) -> None:
+    say(f"{prefix}: {what}")
 
 
 def _batches(files: list[Path], batch_bytes: int) -> list[list[Path]]:
@@ -185,7 +197,14 @@ def _lines_table(path: Path, base: int) -> pa.Table:
     return pa.table({"pos": positions, "line": lines})
 
 
-def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> list[FileReport]:
+def _load_batch(
+    client: Client,
+    files: list[Path],
+    read_in_warehouse: bool,
+    deduplicate: bool,
+    step: Callable[[str], None],
+) -> tuple[list[FileReport], set[date]]:
+    """One batch, in the order that makes a crash anywhere safe: the ingest log comes last."""
     names = [p.name for p in files]
     _truncate_stage(client)
     client.insert(
@@ -195,11 +214,14 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
     )
     for index, path in enumerate(files):
         _stage_file(client, index, path, read_in_warehouse)
+    step(f"read {len(files)} files")
     for event_type in [*EVENT_FIELDS, None]:
         columns, select = parse_select_sql(LINES, event_type)
         client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
-    client.command(_classify_sql())
+    client.command(_classify_sql() if deduplicate else _accept_all_sql())
     client.command(f"TRUNCATE TABLE {PARSED}")
+    step("parsed and classified")
+    days = _touched_days(client)
     params = {"files": names}
     file_name = f"{{files:Array(String)}}[bitShiftRight(pos, {FILE_SHIFT}) + 1]"
     line_no = f"bitAnd(pos, {(1 << FILE_SHIFT) - 1})"
@@ -212,12 +234,13 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
             f"WHERE outcome = 'loaded' AND event_type = '{event_type}'",
             parameters=params,
         )
-    client.command(
-        f"INSERT INTO {EVENT_INDEX} (event_id, payload_hash, event_type, _file) "
-        f"SELECT event_id_uuid, payload_hash, event_type, {file_name} FROM {CLASSIFIED} "
-        "WHERE outcome = 'loaded'",
-        parameters=params,
-    )
+    if deduplicate:
+        client.command(
+            f"INSERT INTO {EVENT_INDEX} (event_id, payload_hash, event_type, _file) "
+            f"SELECT event_id_uuid, payload_hash, event_type, {file_name} FROM {CLASSIFIED} "
+            "WHERE outcome = 'loaded'",
+            parameters=params,
+        )
     client.command(
         f"INSERT INTO {QUARANTINE} "
         f"SELECT {file_name}, {line_no}, q.outcome, ifNull(q.event_id, ''), "
@@ -227,6 +250,7 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
         parameters=params,
     )
     reports = _file_reports(client, names)
+    step("raw tables, index and quarantine written; writing the ingest log")
     client.insert(
         INGEST_LOG,
         [
@@ -254,7 +278,26 @@ def _load_batch(client: Client, files: list[Path], read_in_warehouse: bool) -> l
         ],
     )
     _truncate_stage(client)
-    return reports
+    return reports, days
+
+
+def _accept_all_sql() -> str:
+    """Classification without deduplication, for measuring what deduplication costs."""
+    return (
+        f"INSERT INTO {CLASSIFIED} SELECT p.*, if(p.quarantine_reason != '', "
+        f"p.quarantine_reason, 'loaded') FROM {PARSED} AS p"
+    )
+
+
+def _touched_days(client: Client) -> set[date]:
+    """Days whose metrics the batch's new events can change: their own day, and for usage
+    the day of the interval's start, which is the day its cost belongs to."""
+    rows = client.query(
+        f"SELECT DISTINCT toDate(occurred_at) FROM {CLASSIFIED} WHERE outcome = 'loaded' "
+        f"UNION DISTINCT SELECT DISTINCT toDate(interval_start) FROM {CLASSIFIED} "
+        "WHERE outcome = 'loaded' AND event_type = 'media_usage'"
+    ).result_rows
+    return {r[0] for r in rows}
 
 
 def _classify_sql() -> str:
