@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         help="runtime ledger database: the run reconciles the warehouse with it and stops "
         "before publishing the marts when they differ",
     )
+    run.add_argument(
+        "--batch-mb",
+        type=int,
+        default=512,
+        help="telemetry megabytes loaded per ingest batch (default 512; less uses less memory)",
+    )
     run.set_defaults(handler=_run)
 
     dash = commands.add_parser("dashboard", help="serve the dashboards over published marts")
@@ -155,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         warehouse=args.warehouse or default_dsn(args.data),
         cost_model=str(args.cost_model or ""),
         ledger=str(args.ledger or ""),
+        batch_mb=args.batch_mb,
     )
     _check_settings(settings)
     started = time.perf_counter()

@@ -41,6 +41,7 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
             client,
             Path(settings.telemetry_dir),
             read_files_in_warehouse=settings.embedded,
+            batch_bytes=settings.batch_mb * 1024 * 1024,
             progress=context.log.info,
         )
     context.log.info(f"ingest done in {report.seconds:.1f}s: {report.summary()}")

@@ -23,6 +23,7 @@ class PipelineSettings(dg.ConfigurableResource):
     warehouse: str = default_dsn(DATA_DIR)
     cost_model: str = ""  # empty: the default cost model shipped with the project
     ledger: str = ""  # runtime ledger database to reconcile with; empty: none configured
+    batch_mb: int = 512  # telemetry loaded per ingest batch; smaller uses less memory
 
     @contextmanager
     def client(self) -> Iterator[Client]:
@@ -46,4 +47,5 @@ def settings_from_env() -> PipelineSettings:
         warehouse=env("CREATOR_ECON_WAREHOUSE", default_dsn(DATA_DIR)),
         cost_model=env("CREATOR_ECON_COST_MODEL", ""),
         ledger=env("CREATOR_ECON_LEDGER", ""),
+        batch_mb=int(env("CREATOR_ECON_BATCH_MB", "512")),
     )
