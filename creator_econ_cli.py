@@ -226,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         policy=policy,
         group_commit=not args.no_group_commit,
     )
+    _check_port_free(args.host, args.port)
     try:
         app = create_app(config)
     except ValueError as exc:
@@ -237,6 +238,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserFacingError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from exc
 
 
 def _load(args: argparse.Namespace) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,6 +59,7 @@ class Runtime:
         self.config = config
         self.policy = config.policy
         self.rooms = Rooms()
+        self._lock = _lock_ledger(Path(config.db))
         self.writer = LedgerWriter(  # first: it creates the schema the relay reads
             config.db,
             config.source,
@@ -136,6 +139,25 @@ class Runtime:
             self.rooms.close(room.session_id)
         await asyncio.to_thread(self.relay.stop)  # drains through the writer, so before it
         self.writer.stop()
+
+
+class LedgerInUse(ValueError):
+    """Another runtime serves this ledger: two relays would write the same telemetry files."""
+
+
+def _lock_ledger(db: Path) -> IO:
+    """Holds an exclusive lock beside the ledger for as long as this process runs."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(db.with_name(db.name + ".lock"), "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise LedgerInUse(
+            f"another runtime is serving the ledger {db}; stop it, or give this one its own "
+            "--db and --telemetry"
+        ) from exc
+    return handle
 
 
 def create_app(config: RuntimeConfig) -> Starlette:
