@@ -87,14 +87,19 @@ def _json_type_sql(field: Field) -> str:
     return {
         "string": f"startsWith({r}, '\"')",
         "nullable_string": f"({r} = 'null' OR startsWith({r}, '\"'))",
-        "int": f"{v} IS NOT NULL",
+        # On the line as sent: the raw value is re-serialized, which writes 10.0 as 10.
+        "int": f"JSONType(line, '{v}') IN ('Int64', 'UInt64') AND {v} IS NOT NULL",
         "number": f"{v} IS NOT NULL",
         "time": f"startsWith({r}, '\"')",
         "date": f"startsWith({r}, '\"')",
         "strings": f"startsWith({r}, '[') AND arrayAll(x -> startsWith(x, '\"'), "
         f"JSONExtractArrayRaw({r}))",
         "splits": f"startsWith({r}, '[') AND length({v}) = length(JSONExtractArrayRaw({r}))"
-        f" AND arrayAll(s -> s.1 IS NOT NULL AND s.2 IS NOT NULL, {v})",
+        f" AND arrayAll(s -> s.1 IS NOT NULL AND s.2 IS NOT NULL, {v})"
+        f" AND arrayAll(i -> JSONType(line, '{v}', i) = 'Object'"
+        f" AND JSONType(line, '{v}', i, 'creator_id') = 'String'"
+        f" AND JSONType(line, '{v}', i, 'share_minor') IN ('Int64', 'UInt64'),"
+        f" arrayEnumerate({v}))",
     }[field.kind]
 
 
@@ -103,9 +108,13 @@ def _value_ok_sql(field: Field) -> str | None:
     v = field.name
     check = {
         "time": f"match({_text(v)}, '{_TIME_RE}') AND {v} IS NOT NULL"
+        # The parser carries 24:00, 23:60 or day 00 over into a real time: refuse what it moved.
+        f" AND formatDateTime({v}, '%Y-%m-%dT%H:%i:%S', 'UTC') = substring({_text(v)}, 1, 19)"
         f" AND {v} >= toDateTime64('{_EARLIEST}', 6, 'UTC')"
         f" AND {v} < toDateTime64('{_LATEST}', 6, 'UTC')",
-        "date": f"match({_text(v)}, '{_DATE_RE}') AND {v} IS NOT NULL",
+        "date": f"match({_text(v)}, '{_DATE_RE}') AND {v} IS NOT NULL"
+        f" AND toString({v}) = {_text(v)}"
+        f" AND {_text(v)} >= '{_EARLIEST}' AND {_text(v)} < '{_LATEST}'",
         "number": f"isFinite(assumeNotNull({v}))",
         "strings": f"notEmpty({v})",
     }.get(field.kind)
@@ -147,14 +156,16 @@ def _invariant_checks(event_type: str) -> list[Check]:
         checks += [
             ("arrayExists(s -> s.2 < 0, splits)", "invariant:negative_share"),
             (
-                "arraySum(s -> assumeNotNull(s.2), splits) + platform_fee_minor != value_minor",
+                # In 128 bits: Int64 sums wrap, and a wrapped sum can match.
+                "arraySum(s -> toInt128(assumeNotNull(s.2)), splits) + platform_fee_minor"
+                " != value_minor",
                 "invariant:gift_split_sum",
             ),
         ]
     if event_type == "order_paid":
         checks.append(
             (
-                "creator_net_minor != gross_minor - payment_fee_minor - commission_minor",
+                "creator_net_minor != toInt128(gross_minor) - payment_fee_minor - commission_minor",
                 "invariant:order_net",
             )
         )
