@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ingest.warehouse import default_dsn
     from pipelines.definitions import ASSETS, CHECKS
+    from pipelines.partitions import marts_run_after, recomputed
     from pipelines.resources import PipelineSettings
 
     if not (args.telemetry / "sealed").is_dir():
@@ -165,17 +166,69 @@ def _run(args: argparse.Namespace) -> int:
     )
     _check_settings(settings)
     started = time.perf_counter()
-    result = dg.materialize(
-        [*ASSETS, *CHECKS],
+    definitions = [*ASSETS, *CHECKS]
+    # Show the pipeline's own progress lines, not Dagster's per-event debug log.
+    logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    # Two runs: ingest (with its checks), then the marts over the days it left dirty. The
+    # second's partition range is only known once the first has loaded the new events.
+    loaded = dg.materialize(
+        definitions,
+        selection=dg.AssetSelection.groups("warehouse"),
         resources={"settings": settings},
-        # Show the pipeline's own progress lines, not Dagster's per-event debug log.
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config=logs,
         raise_on_error=False,
     )
-    if not result.success:
-        raise UserFacingError(_failure_message(result))
+    if not loaded.success:
+        _publish_health(definitions, settings, logs)
+        raise UserFacingError(_failure_message(loaded))
+    request = marts_run_after(loaded)
+    if request is None:
+        print("marts: no dirty day (no new or late events since the last publish); unchanged")
+    else:
+        print(f"marts: recomputing {request.describe()}", flush=True)
+        published = dg.materialize(
+            definitions,
+            selection=dg.AssetSelection.groups("marts"),
+            resources={"settings": settings},
+            run_config={**logs, **request.run_config()},
+            tags=request.tags(),
+            raise_on_error=False,
+        )
+        if not published.success:
+            _publish_health(definitions, settings, logs)
+            raise UserFacingError(_failure_message(published))
+        print(f"marts: recomputed days {recomputed(published)}")
+    _publish_health(definitions, settings, logs)
+    _warn_of_conflicts(loaded)
     print(f"run complete in {time.perf_counter() - started:.1f}s; marts in {args.marts}")
     return 0
+
+
+def _publish_health(definitions: list, settings, logs: dict) -> None:
+    """The data health page, after every run, a failed one included: that is when it matters."""
+    import dagster as dg
+
+    dg.materialize(
+        definitions,
+        selection=dg.AssetSelection.assets("data_health"),
+        resources={"settings": settings},
+        run_config=logs,
+        raise_on_error=False,
+    )
+
+
+def _warn_of_conflicts(loaded) -> None:
+    from ingest.schema import QUARANTINE
+
+    for materialization in loaded.asset_materializations_for_node("ingest_telemetry"):
+        conflicting = materialization.metadata.get("conflicting_duplicates")
+        if conflicting is not None and conflicting.value:
+            print(
+                f"warning: {conflicting.value:,} lines reused a loaded event_id with a different "
+                f"payload; they are in the {QUARANTINE} table (conflicting_duplicate)",
+                file=sys.stderr,
+            )
+            return
 
 
 def _check_settings(settings) -> None:

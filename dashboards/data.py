@@ -33,6 +33,18 @@ def marts_dir() -> Path | None:
 
 def mart_path(name: str) -> str:
     """Path of a published mart, or MartMissing with what to do about it."""
+    folder = _published_folder()
+    path = folder / f"{name}.parquet"
+    if not path.is_file():
+        raise MartMissing(
+            f"`{name}.parquet` is not in `{folder}` yet. "
+            f"Run `{RUN_HINT}` first to publish the marts."
+        )
+    return str(path)
+
+
+def _published_folder() -> Path:
+    """The marts folder, or MartMissing when it is not set or not there yet."""
     folder = marts_dir()
     if folder is None:
         raise MartMissing(
@@ -44,13 +56,7 @@ def mart_path(name: str) -> str:
             f"The marts folder `{folder}` does not exist yet. "
             f"Run `{RUN_HINT}` first to publish the marts."
         )
-    path = folder / f"{name}.parquet"
-    if not path.is_file():
-        raise MartMissing(
-            f"`{name}.parquet` is not in `{folder}` yet. "
-            f"Run `{RUN_HINT}` first to publish the marts."
-        )
-    return str(path)
+    return folder
 
 
 def _query(sql: str, *params: object) -> pl.DataFrame:
@@ -159,3 +165,70 @@ def weekly_finance(daily: pl.DataFrame) -> pl.DataFrame:
         for name, (top, bottom) in DAILY_RATIOS.items()
     )
     return weeks.drop("attempts").select(daily.columns)
+
+
+# Data health: tables the pipeline publishes into the `health/` folder of the marts folder.
+HEALTH_DIR = "health"  # pipelines/health.py publishes there
+
+
+def health_path(name: str) -> str:
+    """Path of a published health table, or MartMissing with what to do about it."""
+    folder = _published_folder() / HEALTH_DIR
+    path = folder / f"{name}.parquet"
+    if not path.is_file():
+        raise MartMissing(
+            f"No data health has been published in `{folder}` yet. Run `{RUN_HINT}` to "
+            "ingest telemetry, run the data-quality checks and publish it."
+        )
+    return str(path)
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def ingest_log() -> pl.DataFrame:
+    """What ingest did with each sealed file, newest first."""
+    return _query(
+        "SELECT * FROM read_parquet(?) ORDER BY ingested_at DESC, file", health_path("ingest_log")
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def quarantine_reasons() -> pl.DataFrame:
+    """Quarantined lines per reason, most frequent first."""
+    return _query(
+        "SELECT * FROM read_parquet(?) ORDER BY lines DESC, reason",
+        health_path("quarantine_reasons"),
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def quarantine_samples(reason: str) -> pl.DataFrame:
+    """The sample lines kept for one quarantine reason, by file and line."""
+    return _query(
+        "SELECT * FROM read_parquet(?) WHERE reason = ? ORDER BY file, line",
+        health_path("quarantine_samples"),
+        reason,
+    )
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def duplicates() -> pl.DataFrame:
+    """Redelivered lines per telemetry source."""
+    return _query("SELECT * FROM read_parquet(?) ORDER BY source", health_path("duplicates"))
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def freshness() -> dict | None:
+    """The one row of freshness facts, or None when the file holds none."""
+    rows = _query("SELECT * FROM read_parquet(?)", health_path("freshness")).to_dicts()
+    return rows[0] if rows else None
+
+
+@st.cache_data(ttl=TTL_SECONDS)
+def check_results() -> pl.DataFrame:
+    """The latest outcome of every data-quality check: failures first, errors before
+    warnings."""
+    return _query(
+        "SELECT * FROM read_parquet(?) "
+        "ORDER BY passed, severity = 'warn', suite, check_name, target",
+        health_path("check_results"),
+    )

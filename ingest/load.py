@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -25,6 +26,7 @@ from ingest.schema import (
     EVENT_INDEX,
     INGEST_ATTEMPTS,
     INGEST_LOG,
+    MARTS_DIRTY_DAYS,
     QUARANTINE,
     ensure_schema,
     raw_table,
@@ -212,7 +214,11 @@ def _load_batch(
         [[name, _now()] for name in names],
         column_names=["_file", "started_at"],
     )
+    unreadable: dict[int, str] = {}
     for index, path in enumerate(files):
+        if problem := _unreadable(path):
+            unreadable[index] = problem
+            continue
         _stage_file(client, index, path, read_in_warehouse)
     step(f"read {len(files)} files")
     for event_type in [*EVENT_FIELDS, None]:
@@ -250,6 +256,12 @@ def _load_batch(
         parameters=params,
     )
     reports = _file_reports(client, names)
+    if unreadable:
+        reports = _quarantine_unreadable(client, names, reports, unreadable)
+    # Noted before the ingest log: once a file counts as loaded, the days it touched are on
+    # record until the marts covering them are published. A crash before the log rolls the
+    # batch back and leaves at most a few extra notes, which only cost a recompute.
+    note_dirty_days(client, days)
     step("raw tables, index and quarantine written; writing the ingest log")
     client.insert(
         INGEST_LOG,
@@ -281,6 +293,47 @@ def _load_batch(
     return reports, days
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why a sealed file cannot be read at all (a cut-off .gz, an I/O error), or None.
+
+    Such a file must not stop every later run: it is logged as one quarantined line."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as stream:
+                while stream.read(1 << 24):
+                    pass
+        else:
+            with open(path, "rb"):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"unreadable file: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _quarantine_unreadable(
+    client: Client, names: list[str], reports: list[FileReport], unreadable: dict[int, str]
+) -> list[FileReport]:
+    client.insert(
+        QUARANTINE,
+        [
+            [names[i], 0, "unreadable_file", "", "", problem, _now()]
+            for i, problem in unreadable.items()
+        ],
+        column_names=[
+            "_file",
+            "_line",
+            "reason",
+            "event_id",
+            "event_type",
+            "raw_line",
+            "quarantined_at",
+        ],
+    )
+    return [
+        FileReport(r.file, 1, 0, 0, 1, 0) if i in unreadable else r for i, r in enumerate(reports)
+    ]
+
+
 def _accept_all_sql() -> str:
     """Classification without deduplication, for measuring what deduplication costs."""
     return (
@@ -290,14 +343,53 @@ def _accept_all_sql() -> str:
 
 
 def _touched_days(client: Client) -> set[date]:
-    """Days whose metrics the batch's new events can change: their own day, and for usage
-    the day of the interval's start, which is the day its cost belongs to."""
+    """Days whose metrics the batch's new events can change: their own day, for usage the day
+    of the interval's start, which is the day its cost belongs to, and for a newly paid order
+    the days of its refunds and other paid events (a refund counts once its order is known,
+    and an order is dated by its first paid event)."""
+    new_orders = (
+        f"SELECT order_id FROM {CLASSIFIED} "
+        "WHERE outcome = 'loaded' AND event_type = 'order_paid' AND order_id IS NOT NULL"
+    )
     rows = client.query(
         f"SELECT DISTINCT toDate(occurred_at) FROM {CLASSIFIED} WHERE outcome = 'loaded' "
         f"UNION DISTINCT SELECT DISTINCT toDate(interval_start) FROM {CLASSIFIED} "
-        "WHERE outcome = 'loaded' AND event_type = 'media_usage'"
+        "WHERE outcome = 'loaded' AND event_type = 'media_usage' "
+        f"UNION DISTINCT SELECT DISTINCT toDate(occurred_at) FROM {raw_table('order_refunded')} "
+        f"WHERE order_id IN ({new_orders}) "
+        f"UNION DISTINCT SELECT DISTINCT toDate(occurred_at) FROM {raw_table('order_paid')} "
+        f"WHERE order_id IN ({new_orders})"
     ).result_rows
     return {r[0] for r in rows}
+
+
+def note_dirty_days(client: Client, days: set[date]) -> None:
+    """Record days whose mart partitions the new events make stale."""
+    if days:
+        now = _now()
+        client.insert(
+            MARTS_DIRTY_DAYS, [[d, now] for d in sorted(days)], column_names=["day", "noted_at"]
+        )
+
+
+def pending_dirty_days(client: Client) -> tuple[frozenset[date], datetime | None]:
+    """The days noted as stale and the time of the latest note (None when there is none)."""
+    ensure_schema(client)
+    rows = client.query(
+        f"SELECT day, max(noted_at) FROM {MARTS_DIRTY_DAYS} GROUP BY day"
+    ).result_rows
+    if not rows:
+        return frozenset(), None
+    return frozenset(r[0] for r in rows), max(r[1] for r in rows)
+
+
+def clear_dirty_days(client: Client, noted_until: datetime) -> None:
+    """Forget the notes up to `noted_until`: the marts covering them are published. Notes
+    written later (a load that ran meanwhile) stay for the next publish."""
+    client.command(
+        f"DELETE FROM {MARTS_DIRTY_DAYS} WHERE noted_at <= {{until:DateTime64(6, 'UTC')}}",
+        parameters={"until": noted_until},
+    )
 
 
 def _classify_sql() -> str:

@@ -40,6 +40,7 @@ INGEST_LOG = "ingest_log"
 QUARANTINE = "quarantine"
 EVENT_INDEX = "event_index"
 INGEST_ATTEMPTS = "ingest_attempts"
+MARTS_DIRTY_DAYS = "marts_dirty_days"
 
 
 def raw_table(event_type: str) -> str:
@@ -125,6 +126,16 @@ ORDER BY _file
 COMMENT 'loads started; one without an ingest_log row was interrupted and is rolled back'"""
 
 
+def marts_dirty_days_ddl() -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {MARTS_DIRTY_DAYS} (
+  day Date COMMENT 'a UTC day whose metrics newly loaded events can change (see _touched_days)',
+  noted_at DateTime64(6, 'UTC') COMMENT 'when the load that touched it was written'
+)
+ENGINE = MergeTree
+ORDER BY day
+COMMENT 'days whose mart partitions are stale; deleted once marts covering them are published'"""
+
+
 def all_ddl() -> list[str]:
     return [
         *(raw_table_ddl(t) for t in EVENT_FIELDS),
@@ -132,6 +143,7 @@ def all_ddl() -> list[str]:
         quarantine_ddl(),
         ingest_log_ddl(),
         ingest_attempts_ddl(),
+        marts_dirty_days_ddl(),
     ]
 
 

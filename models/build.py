@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 import pyarrow as pa
 
 from models.cost_model import CostModel
+from models.extract import QUERIES
+from models.partitions import Plan, row_keys, split
+from models.publish import MartsUpdate, as_stored
 from models.sql import MARTS, STEPS
+
+FORMAT = "partitions-1"  # the stored partitions' layout; a change recomputes them all
 
 
 class ModelInputError(ValueError):
@@ -26,6 +33,41 @@ def build_marts(tables: dict[str, pa.Table], cost_model: CostModel) -> dict[str,
     finally:
         con.close()
     return {name: _stamp(name, table, cost_model) for name, table in marts.items()}
+
+
+def build_update(tables: dict[str, pa.Table], cost_model: CostModel, plan: Plan) -> MartsUpdate:
+    """The plan's partitions of every mart, computed from the tables of its window."""
+    marts = as_stored(build_marts(tables, cost_model))
+    keys = plan.keys()
+    partitions = split(marts, keys)
+    if plan.full:
+        _check_every_row_kept(marts, partitions)
+    return MartsUpdate(partitions, {n: t.schema for n, t in marts.items()}, plan.full)
+
+
+def model_fingerprint(cost_model: CostModel, warehouse: str) -> str:
+    """Changes whenever stored partitions could differ from a recompute: another cost model,
+    other model SQL, or another warehouse. Partitions of another fingerprint are recomputed,
+    never mixed with new ones."""
+    text = "\n".join([FORMAT, warehouse, repr(cost_model), *STEPS, *QUERIES.values()])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tier_bounds(cost_model: CostModel) -> tuple[int, ...]:
+    """Month-to-date egress bytes at which each priced tier ends."""
+    return tuple(t.up_to_bytes for t in cost_model.egress_tiers[:-1] if t.up_to_bytes is not None)
+
+
+def _check_every_row_kept(marts: dict[str, pa.Table], partitions: dict) -> None:
+    """A full recompute keeps every row: a row outside the planned keys would be lost."""
+    for name, table in marts.items():
+        kept = sum(t.num_rows for t in partitions[name].values())
+        if kept != table.num_rows:
+            keys = sorted(set(row_keys(name, table).to_pylist()) - set(partitions[name]))
+            raise ModelInputError(
+                f"{name}: {table.num_rows - kept} rows fall outside the planned partitions "
+                f"(keys {keys[:5]}); the partition plan does not cover the data"
+            )
 
 
 def _cost_tables(model: CostModel) -> dict[str, pa.Table]:

@@ -1,12 +1,26 @@
-"""Publishing marts: each Parquet file is replaced atomically, so readers never see half a file."""
+"""Publishing marts: each Parquet file is replaced atomically, so readers never see half a file.
+
+Behind the published files, each mart is kept per partition (`PartitionStore`): a recompute
+rewrites only the partitions it recomputed, and the published file is assembled from all of
+them. The published contract stays one file per mart (shared/METRICS.md, "Published marts").
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+PARTITIONS_DIR = "_partitions"  # inside the marts directory; dashboards read only <mart>.parquet
+MANIFEST = "manifest.json"
 
 
 def publish(marts: dict[str, pa.Table], marts_dir: Path) -> list[Path]:
@@ -17,13 +31,140 @@ def publish(marts: dict[str, pa.Table], marts_dir: Path) -> list[Path]:
 
 def publish_one(table: pa.Table, target: Path) -> Path:
     temporary = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, temporary)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
+    _write_synced(table, temporary)
     os.replace(temporary, target)
-    directory = os.open(target.parent, os.O_RDONLY)
+    _sync_directory(target.parent)
+    return target
+
+
+@dataclass(frozen=True)
+class MartsUpdate:
+    """Recomputed partitions of every mart, keyed by day or week, and each mart's schema."""
+
+    partitions: dict[str, dict[date, pa.Table]]
+    schemas: dict[str, pa.Schema]
+    full: bool  # replaces every stored partition rather than some
+
+    def rows(self) -> int:
+        return sum(t.num_rows for parts in self.partitions.values() for t in parts.values())
+
+    @staticmethod
+    def combine(updates: list[MartsUpdate]) -> MartsUpdate:
+        """One update of the partitions of several (computed from separate windows)."""
+        partitions: dict[str, dict[date, pa.Table]] = {}
+        for update in updates:
+            for name, parts in update.partitions.items():
+                partitions.setdefault(name, {}).update(parts)
+        return MartsUpdate(partitions, updates[0].schemas, any(u.full for u in updates))
+
+
+def as_stored(marts: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """The marts as Parquet gives them back: new partitions then concatenate with stored ones
+    (same schema, nested field names included), and a fresh publish and an assembled one are
+    the same table."""
+    out = {}
+    for name, table in marts.items():
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        out[name] = pq.read_table(io.BytesIO(buffer.getvalue()))
+    return out
+
+
+class PartitionStore:
+    """Each mart's partitions as `<marts>/_partitions/<mart>/<key>.parquet`, with a manifest
+    naming the model fingerprint they were computed with (stored partitions of another cost
+    model or model SQL are never mixed with new ones)."""
+
+    def __init__(self, marts_dir: Path) -> None:
+        self.root = Path(marts_dir) / PARTITIONS_DIR
+
+    def stored_days(self, fingerprint: str) -> frozenset[date] | None:
+        """Days of the stored platform_daily partitions, or None when the store cannot be
+        reused: nothing published yet, or computed with another fingerprint."""
+        try:
+            manifest = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if manifest.get("fingerprint") != fingerprint:
+            return None
+        return frozenset(self.keys("platform_daily"))
+
+    def keys(self, mart: str) -> list[date]:
+        folder = self.root / mart
+        if not folder.is_dir():
+            return []
+        return sorted(date.fromisoformat(p.stem) for p in folder.glob("*.parquet"))
+
+    def path(self, mart: str, key: date, root: Path | None = None) -> Path:
+        return (root or self.root) / mart / f"{key.isoformat()}.parquet"
+
+    def assemble(self, update: MartsUpdate) -> dict[str, pa.Table]:
+        """Every mart as it will be published: its stored partitions with the update's
+        replacing theirs (only the update's on a full recompute), in key order."""
+        marts = {}
+        for name, parts in update.partitions.items():
+            stored = [] if update.full else [k for k in self.keys(name) if k not in parts]
+            tables = {k: pq.read_table(self.path(name, k)) for k in stored} | parts
+            ordered = [tables[k] for k in sorted(tables)]
+            marts[name] = (
+                pa.concat_tables(ordered).combine_chunks()
+                if ordered
+                else update.schemas[name].empty_table()
+            )
+        return marts
+
+    def save(self, update: MartsUpdate, fingerprint: str) -> None:
+        """Write the update's partitions. A full update builds a new store beside the old one
+        and swaps it in; a crash midway leaves no manifest, so the next run starts over."""
+        if not update.full:
+            for name, parts in update.partitions.items():
+                (self.root / name).mkdir(parents=True, exist_ok=True)
+                for key, table in parts.items():
+                    publish_one(table, self.path(name, key))
+            return
+        fresh, old = self.root.with_name(".partitions.new"), self.root.with_name(".partitions.old")
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for name, parts in update.partitions.items():
+            (fresh / name).mkdir(parents=True)
+            for key, table in parts.items():
+                _write_synced(table, self.path(name, key, fresh))
+            _sync_directory(fresh / name)
+        manifest = fresh / MANIFEST
+        manifest.write_text(json.dumps({"fingerprint": fingerprint}), encoding="utf-8")
+        with open(manifest, "rb") as handle:
+            os.fsync(handle.fileno())
+        _sync_directory(fresh)
+        if self.root.exists():
+            os.replace(self.root, old)
+        os.replace(fresh, self.root)
+        _sync_directory(self.root.parent)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_synced(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
-    return target
+
+
+def publish_update(
+    store: PartitionStore,
+    update: MartsUpdate,
+    marts: dict[str, pa.Table],
+    fingerprint: str,
+    marts_dir: Path,
+) -> list[Path]:
+    """Store the update's partitions, then replace each published mart with its assembled
+    table (from `PartitionStore.assemble`). A crash between the two leaves the published marts
+    as they were and the dirty days noted, so the next run recomputes and publishes them."""
+    store.save(update, fingerprint)
+    return publish(marts, marts_dir)

@@ -1,17 +1,26 @@
 """Assets: the raw tables filled by ingest, and the published marts computed from them."""
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+from pydantic import Field
 
-from ingest.load import ingest
+from ingest.health import record_outcomes
+from ingest.load import clear_dirty_days, ingest
 from ingest.schema import INGEST_LOG, QUARANTINE, raw_table
 from live_runtime.events import EVENT_FIELDS
-from models.build import build_marts
-from models.cost_model import load_cost_model
-from models.extract import extract
-from models.publish import publish
+from models.build import build_update, model_fingerprint, tier_bounds
+from models.cost_model import CostModel, load_cost_model
+from models.extract import extract, plan_refresh
+from models.partitions import Plan, format_days, format_window
+from models.publish import MartsUpdate, PartitionStore, publish_update
+from models.quality import blocking_failures, check_marts
 from models.sql import MARTS
+from pipelines.health import publish_health
+from pipelines.partitions import DAILY, MARTS_OP, plan_metadata, range_days
 from pipelines.resources import PipelineSettings
 
 RAW_SPECS = [
@@ -27,7 +36,7 @@ MART_SPECS = [
         name,
         group_name="marts",
         deps=[s.key for s in RAW_SPECS],
-        description=f"Published mart {name}.parquet (shared/METRICS.md).",
+        description=f"Published mart {name}.parquet (shared/METRICS.md), by UTC day.",
     )
     for name in MARTS
 ]
@@ -35,7 +44,8 @@ MART_SPECS = [
 
 @dg.multi_asset(specs=RAW_SPECS, name="ingest_telemetry")
 def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettings):
-    """Load every new sealed telemetry file exactly once."""
+    """Load every new sealed telemetry file exactly once; note the mart days it makes dirty."""
+    cost_model = _cost_model(settings)
     with settings.client() as client:
         report = ingest(
             client,
@@ -44,11 +54,14 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
             batch_bytes=settings.batch_mb * 1024 * 1024,
             progress=context.log.info,
         )
+        plan = _plan(client, settings, cost_model)
     context.log.info(f"ingest done in {report.seconds:.1f}s: {report.summary()}")
+    context.log.info(f"marts: dirty: {plan.describe()}")
     conflicting = report.total("conflicting")
     if conflicting:
         context.log.warning(
-            f"{conflicting:,} lines reuse a loaded event_id with a different payload; "
+            f"{conflicting:,} {'line reuses' if conflicting == 1 else 'lines reuse'} a loaded "
+            "event_id with a different payload; "
             f"they are in the {QUARANTINE} table (reason conflicting_duplicate)"
         )
     meta = {
@@ -58,27 +71,115 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
         "duplicates": report.total("duplicates"),
         "quarantined": report.total("quarantined"),
         "conflicting_duplicates": conflicting,
+        "touched_days": format_days(report.touched_days) or "none",
     }
     for spec in RAW_SPECS:
-        yield dg.MaterializeResult(asset_key=spec.key, metadata=meta)
+        extra = plan_metadata(plan) if spec.key == dg.AssetKey(INGEST_LOG) else {}
+        yield dg.MaterializeResult(asset_key=spec.key, metadata={**meta, **extra})
 
 
-@dg.multi_asset(specs=MART_SPECS, name="publish_marts")
-def publish_marts(context: dg.AssetExecutionContext, settings: PipelineSettings):
-    """Compute every mart from the warehouse and replace the published Parquet files."""
-    cost_model = load_cost_model(Path(settings.cost_model) if settings.cost_model else None)
+class MartsConfig(dg.Config):
+    """Which days a marts run rewrites."""
+
+    dirty_only: bool = Field(
+        default=False,
+        description="Rewrite the days the warehouse notes as dirty (the run's partition range is "
+        "their span), as `creator-econ run` and the marts sensor do. Off: rewrite every day of "
+        "the run's partition range, as when days are chosen in the UI.",
+    )
+
+
+@dg.multi_asset(
+    specs=MART_SPECS,
+    name=MARTS_OP,
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def publish_marts(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, config: MartsConfig
+):
+    """Recompute the marts' dirty (or chosen) day partitions and republish every mart."""
+    cost_model = _cost_model(settings)
+    store = PartitionStore(Path(settings.marts_dir))
+    fingerprint = model_fingerprint(cost_model, settings.warehouse)
+    requested = None if config.dirty_only else range_days(context.partition_key_range)
     with settings.client() as client:
-        tables = extract(client)
-    context.log.info(f"models: read {sum(t.num_rows for t in tables.values()):,} rows")
-    marts = build_marts(tables, cost_model)
-    paths = publish(marts, Path(settings.marts_dir))
-    context.log.info(f"published {len(paths)} marts to {settings.marts_dir}")
-    for name, path in zip(marts, paths, strict=True):
-        yield dg.MaterializeResult(
-            asset_key=name,
-            metadata={
-                "rows": marts[name].num_rows,
-                "path": dg.MetadataValue.path(str(path)),
-                "cost_model_version": cost_model.version,
-            },
+        plan = _plan(client, settings, cost_model, requested)
+        context.log.info(f"marts: recomputing {plan.describe()}")
+        if plan.empty:
+            yield from _results(plan, {}, cost_model, settings)
+            return
+        updates = []
+        for window, days in plan.windows():
+            tables = extract(client, window)
+            rows = sum(t.num_rows for t in tables.values())
+            context.log.info(f"models: read {rows:,} rows for {format_window(window)}")
+            updates.append(build_update(tables, cost_model, plan.only(days)))
+        update = MartsUpdate.combine(updates)
+        # Every mart, assembled from its stored and new partitions, exactly as it is about to
+        # be published (Arrow tables); nothing is written before this point.
+        marts = store.assemble(update)
+        _check_before_publishing(context, client, marts, cost_model, settings)
+        paths = publish_update(store, update, marts, fingerprint, Path(settings.marts_dir))
+        if plan.settles is not None:
+            clear_dirty_days(client, plan.settles)
+    context.log.info(
+        f"published {len(paths)} marts to {settings.marts_dir} ({update.rows():,} rows recomputed)"
+    )
+    yield from _results(plan, marts, cost_model, settings)
+
+
+def _check_before_publishing(
+    context: dg.AssetExecutionContext,
+    client: Client,
+    marts: dict[str, pa.Table],
+    cost_model: CostModel,
+    settings: PipelineSettings,
+) -> None:
+    """The marts suite on exactly what is about to be published; an error-level failure stops
+    the publish (nothing is written, and the dirty days stay for the next run)."""
+    outcomes = check_marts(marts, client, cost_model)
+    record_outcomes(client, outcomes, run_id=context.run.run_id)
+    failed = [o for o in outcomes if not o.passed]
+    for outcome in failed:
+        log = context.log.error if outcome.severity == "error" else context.log.warning
+        log(f"{outcome.check} on {outcome.target} failed ({outcome.severity}): {outcome.observed}")
+    context.log.info(f"mart data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
+    if blocked := blocking_failures(outcomes):
+        publish_health(client, Path(settings.telemetry_dir), Path(settings.marts_dir))
+        raise dg.Failure(
+            "marts not published, error-level checks failed: "
+            + "; ".join(f"{o.check} on {o.target}: {o.observed}" for o in blocked)
         )
+
+
+def _results(
+    plan: Plan, marts: dict[str, pa.Table], cost_model: CostModel, settings: PipelineSettings
+):
+    keys = plan.keys()
+    for name in MARTS:
+        meta = {
+            "path": dg.MetadataValue.path(str(Path(settings.marts_dir) / f"{name}.parquet")),
+            "recomputed_days": format_days(plan.days) or "none",
+            "partitions_rewritten": len(keys[name]),
+            "full_recompute": plan.full,
+            "cost_model_version": cost_model.version,
+        }
+        if name in marts:
+            meta["rows"] = marts[name].num_rows
+        yield dg.MaterializeResult(asset_key=name, metadata=meta)
+
+
+def _cost_model(settings: PipelineSettings) -> CostModel:
+    return load_cost_model(Path(settings.cost_model) if settings.cost_model else None)
+
+
+def _plan(
+    client: Client,
+    settings: PipelineSettings,
+    cost_model: CostModel,
+    requested: list[date] | None = None,
+) -> Plan:
+    store = PartitionStore(Path(settings.marts_dir))
+    stored = store.stored_days(model_fingerprint(cost_model, settings.warehouse))
+    return plan_refresh(client, stored, tier_bounds(cost_model), requested)

@@ -1,16 +1,25 @@
-"""Asset checks: the warehouse's money must match the runtime ledger before marts are published.
+"""Asset checks on the raw tables, run after ingest and before the marts are published.
 
-The check is blocking: published marts are read by finance and creators, so a warehouse that
-disagrees with the book of record stops the run before it replaces them.
+Published marts are read by finance and creators, so the checks that guard them are blocking:
+a warehouse that disagrees with the runtime ledger, or raw data that fails an error-level
+data-quality check (models/quality.py), stops the run before the marts are replaced. Warnings
+(and the freshness check, which flags telemetry that stopped arriving) are reported and
+recorded for the data health page but never block: republishing history must always work.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
+from ingest.health import freshness, record_outcomes
 from ingest.reconcile import MONEY_EVENTS, ReconcileError, reconcile
-from ingest.schema import raw_table
+from ingest.schema import INGEST_LOG, raw_table
+from models.quality import CheckOutcome, check_raw, freshness_outcome, raw_check_targets
 from pipelines.resources import PipelineSettings
+
+FRESHNESS_HOURS_ENV = "CREATOR_ECON_FRESHNESS_HOURS"
+DEFAULT_FRESHNESS_HOURS = 24.0
 
 
 @dg.asset_check(
@@ -36,6 +45,16 @@ def matches_runtime_ledger(
     try:
         with settings.client() as client:
             result = reconcile(Path(settings.ledger), client)
+            outcome = CheckOutcome(
+                "ledger",
+                "matches_runtime_ledger",
+                raw_table("gift_sent"),
+                result.ok,
+                "error",
+                result.summary(),
+                "Daily money totals equal the runtime ledger's.",
+            )
+            record_outcomes(client, [outcome], run_id=context.run.run_id)
     except ReconcileError as exc:
         context.log.error(f"reconciliation could not run: {exc}")
         return dg.AssetCheckResult(
@@ -56,3 +75,97 @@ def matches_runtime_ledger(
             "differing_metrics": ", ".join(sorted({r.metric for r in result.differences})),
         },
     )
+
+
+def freshness_hours() -> float:
+    """Hours without a new sealed file after which telemetry counts as stopped arriving."""
+    value = os.environ.get(FRESHNESS_HOURS_ENV, "").strip()
+    if not value:
+        return DEFAULT_FRESHNESS_HOURS
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise ValueError(f"{FRESHNESS_HOURS_ENV}={value!r}: give a positive number of hours")
+    return hours
+
+
+RAW_QUALITY_SPECS = [
+    dg.AssetCheckSpec(
+        check.name,
+        asset=target,
+        blocking=check.severity == "error",
+        description=f"{check.description} ({check.severity})",
+    )
+    for check, target in raw_check_targets()
+]
+
+
+@dg.multi_asset_check(
+    specs=RAW_QUALITY_SPECS,
+    name="raw_quality",
+    description="The raw data-quality suite (models/quality.py) over every raw table.",
+)
+def raw_quality(context: dg.AssetCheckExecutionContext, settings: PipelineSettings):
+    with settings.client() as client:
+        outcomes = check_raw(client)
+        record_outcomes(client, outcomes, run_id=context.run.run_id)
+    failed = [o for o in outcomes if not o.passed]
+    for outcome in failed:
+        log = context.log.error if outcome.severity == "error" else context.log.warning
+        log(f"{outcome.check} on {outcome.target} failed ({outcome.severity}): {outcome.observed}")
+    context.log.info(f"raw data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
+    for outcome in outcomes:
+        yield check_result(outcome)
+
+
+@dg.asset_check(
+    asset=INGEST_LOG,
+    name="telemetry_arriving",
+    blocking=False,
+    description=(
+        f"A sealed telemetry file arrived within the last {FRESHNESS_HOURS_ENV} hours "
+        f"(default {DEFAULT_FRESHNESS_HOURS:g}); a warning, never a block."
+    ),
+)
+def telemetry_arriving(
+    context: dg.AssetCheckExecutionContext, settings: PipelineSettings
+) -> dg.AssetCheckResult:
+    hours = freshness_hours()
+    with settings.client() as client:
+        facts = freshness(client, Path(settings.telemetry_dir), hours)
+        outcome = freshness_outcome(facts)
+        record_outcomes(client, [outcome], run_id=context.run.run_id)
+    (context.log.info if outcome.passed else context.log.warning)(f"freshness: {facts.summary()}")
+    extra = {
+        "newest_file": facts.newest_file or "none",
+        "age_hours": facts.age_hours if facts.age_hours is not None else -1.0,
+        "threshold_hours": hours,
+    }
+    return check_result(outcome, extra)
+
+
+def check_result(outcome: CheckOutcome, metadata: dict | None = None) -> dg.AssetCheckResult:
+    """A suite outcome as Dagster's result; a failed error-level one blocks what follows."""
+    error = outcome.severity == "error"
+    return dg.AssetCheckResult(
+        asset_key=outcome.target,
+        check_name=outcome.check,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+        description=outcome.observed
+        if outcome.passed
+        else f"{outcome.observed}. Expected: {outcome.description}",
+        metadata={
+            "suite": outcome.suite,
+            "severity": outcome.severity,
+            "observed": outcome.observed,
+            **(metadata or {}),
+        },
+    )
+
+
+# The data-quality checks beside the ledger reconciliation, and every check of the raw tables.
+QUALITY_CHECKS = [raw_quality, telemetry_arriving]
+CHECKS = [matches_runtime_ledger, *QUALITY_CHECKS]

@@ -1,7 +1,16 @@
-"""The one job: ingest new telemetry, then republish the marts."""
+"""Jobs: load new telemetry; recompute the marts' dirty day partitions."""
 
 import dagster as dg
 
 refresh_job = dg.define_asset_job(
-    "refresh", selection=dg.AssetSelection.groups("warehouse", "marts")
+    "refresh",
+    selection=dg.AssetSelection.groups("warehouse", "health"),
+    description="Load new sealed telemetry, check it and publish data health; the marts sensor "
+    "then recomputes the days it dirtied.",
+)
+
+marts_job = dg.define_asset_job(
+    "recompute_marts",
+    selection=dg.AssetSelection.groups("marts"),  # daily partitions, from the marts assets
+    description="Recompute the marts for a range of days and republish them.",
 )

@@ -171,11 +171,19 @@ def test_clear_errors_without_a_ledger_or_raw_tables(books: Books, tmp_path: Pat
 
 
 def copy_as_another_source(telemetry: Path, source: str) -> None:
-    """The same events again under another source name and new ids, as a second instance."""
+    """The same events again under another source name and new ids, as a second instance
+    (its gifts, purchases, orders and payouts get ids of their own, as another instance's do)."""
+    ids = ("purchase_id", "gift_id", "order_id", "payout_id")
     for number, path in enumerate(sorted((telemetry / "sealed").iterdir()), 1):
         events = [json.loads(line) for line in path.read_text().splitlines()]
         lines = [
-            json.dumps(e | {"event_id": str(uuid.uuid4()), "source": source}) + "\n" for e in events
+            json.dumps(
+                e
+                | {"event_id": str(uuid.uuid4()), "source": source}
+                | {k: f"{source}-{e[k]}" for k in ids if k in e}
+            )
+            + "\n"
+            for e in events
         ]
         (telemetry / "sealed" / f"{source}-{number:012d}.jsonl").write_text("".join(lines))
 
