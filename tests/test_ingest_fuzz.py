@@ -1008,7 +1008,7 @@ def test_a_corrupt_compressed_file_does_not_stop_the_run(fuzz_warehouse, in_ware
 
 def cli_lines() -> list[Line]:
     """Valid gifts, a redelivery, a conflict, and one line of each kind of damage."""
-    gifts = [base_event("gift_sent") for _ in range(3)]
+    gifts = [base_event("gift_sent", gift_id=f"g_cli_{n}") for n in range(3)]
     ok = [loaded(dump(g), "valid", g) for g in gifts]
     big = base_event("order_paid", padding="x" * (2 << 20))
     damaged = [
