@@ -46,7 +46,6 @@ from pipeline import (  # bench/ is this script's folder
     RESULT_PREFIX,
     _check,
     _show_child_line,
-    _statement_label,
     changed_files,
     code_version,
     machine,
@@ -54,6 +53,7 @@ from pipeline import (  # bench/ is this script's folder
     run_child,
     say,
     simulate_telemetry,
+    time_statements,
 )
 
 COST_TARGET = 0.25  # the guarantees may cost under this share of throughput
@@ -74,7 +74,7 @@ def child_ingest(
 
     client = connect(f"chdb://{warehouse}")
     raw_command = client.command  # the profile's own queries stay out of the statement times
-    statements = _time_statements(client)
+    statements = time_statements(client)
     experiments = _profile_dedup(client, raw_command) if profile else None
     cpu_before = _cpu_seconds()
     report = ingest(
@@ -110,29 +110,6 @@ def child_ingest(
     }
     client.close()
     print(RESULT_PREFIX + json.dumps(result))
-
-
-def _time_statements(client) -> dict[str, list[float]]:
-    """Wraps the client's calls so each statement's calls and seconds add up by label."""
-    totals: dict[str, list[float]] = {}
-
-    def timed(method: str) -> Callable:
-        original = getattr(client, method)
-
-        def call(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                entry = totals.setdefault(_statement_label(method, args), [0, 0.0])
-                entry[0] += 1
-                entry[1] += time.perf_counter() - started
-
-        return call
-
-    for method in ("command", "query", "insert", "insert_arrow"):
-        setattr(client, method, timed(method))
-    return totals
 
 
 def _thread_cpu() -> dict[str, float]:

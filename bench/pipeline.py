@@ -379,12 +379,8 @@ def _statement_label(method: str, args: tuple) -> str:
     return f"SELECT ... FROM {found[1]}" if found else " ".join(sql.split())[:50]
 
 
-def child_profile(telemetry: Path, warehouse: Path) -> None:
-    """`ingest.load.ingest` into a fresh warehouse with each client call timed by label."""
-    from ingest.load import ingest
-    from ingest.warehouse import connect
-
-    client = connect(f"chdb://{warehouse}")
+def time_statements(client) -> dict[str, list[float]]:
+    """Wraps the client's calls so each statement's calls and seconds add up by label."""
     totals: dict[str, list[float]] = {}
 
     def timed(method: str) -> Callable:
@@ -403,6 +399,16 @@ def child_profile(telemetry: Path, warehouse: Path) -> None:
 
     for method in ("command", "query", "insert", "insert_arrow"):
         setattr(client, method, timed(method))
+    return totals
+
+
+def child_profile(telemetry: Path, warehouse: Path) -> None:
+    """`ingest.load.ingest` into a fresh warehouse with each client call timed by label."""
+    from ingest.load import ingest
+    from ingest.warehouse import connect
+
+    client = connect(f"chdb://{warehouse}")
+    totals = time_statements(client)
     report = ingest(client, telemetry, read_files_in_warehouse=True, progress=print)
     client.close()
     statements = sorted(
