@@ -4,10 +4,10 @@
 
 Steps, all on the same files in one invocation:
 
-1. simulate the telemetry once, in-process (`live_runtime.simulator.simulate`), picking the
+1. simulate the telemetry once, in-process (`simulator.run.simulate`), picking the
    creators count for the target events from short calibration runs (as bench/pipeline.py does)
    unless --creators is given;
-2. for each round, `ingest.load.ingest` twice, each in its own subprocess with a fresh embedded
+2. for each round, `ingest.loader.ingest` twice, each in its own subprocess with a fresh embedded
    warehouse (chDB allows one warehouse path per process): first with the guarantees on
    (`deduplicate=True`, what `creator-econ run` does), then off (`deduplicate=False`: every
    valid line is loaded, no event_index lookup, no in-batch first-occurrence join, no
@@ -69,8 +69,8 @@ def child_ingest(
 ) -> None:
     """One timed `ingest()` into a fresh warehouse, then counts that show what it kept. With
     `profile`, the parts of the classification run on their own before each real one."""
-    from ingest.load import ingest
-    from ingest.warehouse import connect
+    from ingest.loader import ingest
+    from warehouse.connection import connect
 
     client = connect(f"chdb://{warehouse}")
     raw_command = client.command  # the profile's own queries stay out of the statement times
@@ -136,8 +136,9 @@ def _profile_dedup(client, raw_command: Callable) -> dict[str, list[float]]:
     staged batch: the index lookup and the in-batch first occurrences alone, the whole join
     without storing its rows, the join producing only the outcome column, and the copy that
     the ingest without deduplication does. Results go to Null tables: nothing changes."""
-    from ingest.load import CLASSIFIED, _accept_all_sql
-    from ingest.schema import EVENT_INDEX
+    from ingest.batch_sql import ACCEPT_ALL
+    from warehouse.bookkeeping import EVENT_INDEX
+    from warehouse.staging_tables import CLASSIFIED
 
     timings: dict[str, list[float]] = {}
     command, timed_command = raw_command, client.command
@@ -159,7 +160,7 @@ def _profile_dedup(client, raw_command: Callable) -> dict[str, list[float]]:
             f"INSERT INTO {_NULL}", f"INSERT INTO {_NULL}_outcome"
         )
         timed("classify, (pos, outcome) only", outcome_only)
-        copy = _accept_all_sql().replace(f"INSERT INTO {CLASSIFIED}", f"INSERT INTO {_NULL}")
+        copy = ACCEPT_ALL.replace(f"INSERT INTO {CLASSIFIED}", f"INSERT INTO {_NULL}")
         timed("copy without dedup, to a Null table", copy)
 
     def command_hook(sql, *args, **kwargs):
@@ -191,7 +192,7 @@ def _profile_dedup(client, raw_command: Callable) -> dict[str, list[float]]:
 
 def _null_tables(command: Callable, classified: str) -> None:
     """Null-engine twins of the classified stage and the index: inserts that store nothing."""
-    from ingest.schema import EVENT_INDEX
+    from warehouse.bookkeeping import EVENT_INDEX
 
     command(f"CREATE TABLE IF NOT EXISTS {_NULL} AS {classified} ENGINE = Null")
     command(
@@ -208,8 +209,9 @@ def _cpu_seconds() -> float:
 
 def _kept(client) -> dict[str, int]:
     """Raw rows against distinct event_ids over all raw tables: equal when deduplicated."""
-    from ingest.schema import EVENT_INDEX, QUARANTINE, raw_table
-    from live_runtime.events import EVENT_FIELDS
+    from telemetry.events import EVENT_FIELDS
+    from warehouse.bookkeeping import EVENT_INDEX, QUARANTINE
+    from warehouse.raw_tables import raw_table
 
     ids = " UNION ALL ".join(f"SELECT event_id FROM {raw_table(t)}" for t in EVENT_FIELDS)
     rows, distinct = client.query(f"SELECT count(), uniqExact(event_id) FROM ({ids})").first_row

@@ -4,7 +4,7 @@
 
 Steps, all on the same files in one invocation:
 
-1. simulate the telemetry in-process (`live_runtime.simulator.simulate`), picking the creators
+1. simulate the telemetry in-process (`simulator.run.simulate`), picking the creators
    count for the target events from short calibration runs unless --creators is given;
 2. baseline: the bare ClickHouse bulk load of shared/DESIGN.md ("Parse JSON in bulk"):
    `INSERT INTO t SELECT ... FROM file(path, JSONEachRow, 'schema')` of the envelope columns of
@@ -225,7 +225,7 @@ def pick_creators(target: int, days: int, seed: int, work: Path) -> int:
     """Creators for about `target` events: short simulations of the same population, scaled
     to `days` (events grow about linearly with days; per creator they vary with the draw of
     heavy-tailed audiences, hence calibrating rather than a fixed ratio)."""
-    from live_runtime.simulator import simulate
+    from simulator.run import simulate
 
     cal_days = min(days, max(3, days // 6))
     creators = max(1, round(target / CALIBRATION_EVENTS_PER_CREATOR))
@@ -246,7 +246,7 @@ def pick_creators(target: int, days: int, seed: int, work: Path) -> int:
 
 
 def simulate_telemetry(out: Path, creators: int, days: int, seed: int) -> Telemetry:
-    from live_runtime.simulator import simulate
+    from simulator.run import simulate
 
     started = time.perf_counter()
     summary = simulate(
@@ -292,7 +292,7 @@ def pipeline_run(telemetry: Path, work: Path, log: Path, timeout: float) -> dict
     cmd = [
         sys.executable,
         "-m",
-        "creator_econ_cli",
+        "creator_econ.cli",
         "run",
         "--telemetry",
         str(telemetry),
@@ -335,8 +335,8 @@ def profile_ingest(telemetry: Path, warehouse: Path, log: Path, timeout: float) 
 
 def child_baseline(telemetry: Path, warehouse: Path) -> None:
     """The bare bulk load: envelope columns of every sealed file, one INSERT per file."""
-    from ingest.warehouse import connect
-    from live_runtime.telemetry import list_sealed
+    from telemetry.files import list_sealed
+    from warehouse.connection import connect
 
     client = connect(f"chdb://{warehouse}")
     client.command(f"CREATE TABLE t ({BASELINE_SCHEMA}) ENGINE = MergeTree ORDER BY tuple()")
@@ -403,9 +403,9 @@ def time_statements(client) -> dict[str, list[float]]:
 
 
 def child_profile(telemetry: Path, warehouse: Path) -> None:
-    """`ingest.load.ingest` into a fresh warehouse with each client call timed by label."""
-    from ingest.load import ingest
-    from ingest.warehouse import connect
+    """`ingest.loader.ingest` into a fresh warehouse with each client call timed by label."""
+    from ingest.loader import ingest
+    from warehouse.connection import connect
 
     client = connect(f"chdb://{warehouse}")
     totals = time_statements(client)
@@ -504,14 +504,16 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-CODE_DIRS = ("ingest", "models", "pipelines", "live_runtime")
+CODE_DIRS = (
+    "creator_econ", "telemetry", "simulator", "warehouse", "ingest", "models", "quality",
+    "pipelines",
+)  # fmt: skip
 
 
 def code_version() -> dict:
     """The project commit and hashes of the source the children import, so a run can tell
     whether the code changed under it (a shared checkout can move while a benchmark runs)."""
-    files = [ROOT / "creator_econ_cli.py"]
-    files += sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py"))
+    files = sorted(p for d in CODE_DIRS for p in (ROOT / d).rglob("*.py"))
     hashes = {
         str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files
     }

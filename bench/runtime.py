@@ -6,9 +6,9 @@
 For each round, and in each round first with group commit (the default) and then with
 `--no-group-commit`, both with durable commits (the default, an fsync per commit):
 
-1. start `python -m creator_econ_cli runtime serve` in a subprocess on a free loopback port,
+1. start `python -m creator_econ.cli runtime serve` in a subprocess on a free loopback port,
    with a fresh ledger database and telemetry folder under --out;
-2. drive it with `live_runtime.load.run_load` (the code `creator-econ runtime load` runs) in
+2. drive it with `loadgen.scenario.run_load` (the code `creator-econ runtime load` runs) in
    this process: setup, then `--users` viewers in a closed loop for `--duration` seconds;
 3. stop the server gracefully (SIGTERM: the relay drains and seals its file), then count the
    telemetry events in sealed files against the ledger's money movements, and check the
@@ -51,7 +51,8 @@ from pipeline import changed_files, code_version  # bench/ is this script's fold
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from live_runtime.load import LoadReport, run_load  # noqa: E402
+from loadgen.report import LoadReport  # noqa: E402
+from loadgen.scenario import run_load  # noqa: E402
 
 GIFTS_TARGET = 2_000  # gifts/s with group commit
 P99_TARGET_MS = 50.0
@@ -96,7 +97,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         self.root.mkdir(parents=True)
         command = [
-            sys.executable, "-m", "creator_econ_cli", "runtime", "serve", "--port", str(self.port),
+            sys.executable, "-m", "creator_econ.cli", "runtime", "serve", "--port", str(self.port),
             "--db", str(self.root / "ledger.db"), "--telemetry", str(self.root / "telemetry"),
             *self.flags,
         ]  # fmt: skip

@@ -13,6 +13,6 @@ pages = [
     st.Page("views/finance.py", title="Finance", icon=":material/payments:"),
     st.Page("views/product.py", title="Product", icon=":material/insights:"),
     st.Page("views/creator.py", title="Creator", icon=":material/person:"),
-    st.Page("views/health.py", title="Data health", icon=":material/health_and_safety:"),
+    st.Page("views/data_health.py", title="Data health", icon=":material/health_and_safety:"),
 ]
 st.navigation(pages).run()

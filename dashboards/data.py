@@ -7,7 +7,6 @@ charts turn it into floats at the last moment.
 
 from __future__ import annotations
 
-import os
 from datetime import date
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import duckdb
 import polars as pl
 import streamlit as st
 
-from dashboards import MARTS_ENV
+from creator_econ.settings import environment
+from models.publish import HEALTH_DIR
 
 RUN_HINT = "creator-econ run --telemetry DIR --marts DIR"
 TTL_SECONDS = 60  # a publish shows up within a minute without restarting the app
@@ -27,7 +27,7 @@ class MartMissing(LookupError):
 
 def marts_dir() -> Path | None:
     """The marts folder the app was started with, if any."""
-    folder = os.environ.get(MARTS_ENV)
+    folder = environment().get("marts_dir")
     return Path(folder) if folder else None
 
 
@@ -168,7 +168,6 @@ def weekly_finance(daily: pl.DataFrame) -> pl.DataFrame:
 
 
 # Data health: tables the pipeline publishes into the `health/` folder of the marts folder.
-HEALTH_DIR = "health"  # pipelines/health.py publishes there
 
 
 def health_path(name: str) -> str:

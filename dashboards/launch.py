@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from dashboards import MARTS_ENV
+from creator_econ.settings import ENV
 
 APP = Path(__file__).with_name("app.py")
 
@@ -42,7 +42,7 @@ def run(marts_dir: Path, port: int | None = None, host: str | None = None) -> No
     The marts folder is passed as an absolute path, so the app reads the same folder whatever
     its working directory.
     """
-    env = {**os.environ, MARTS_ENV: str(Path(marts_dir).resolve())}
+    env = {**os.environ, ENV["marts_dir"]: str(Path(marts_dir).resolve())}
     argv = command(port, host)
     sys.stdout.flush()
     sys.stderr.flush()

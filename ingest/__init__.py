@@ -1,1 +1,1 @@
-"""Telemetry ingest: parse, validate, deduplicate, quarantine and load sealed files."""
+"""Telemetry ingest: stage, parse and validate, deduplicate, quarantine and load sealed files."""

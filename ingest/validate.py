@@ -10,8 +10,7 @@ known event_id is a conflict, kept in quarantine for review rather than guessed 
 
 from __future__ import annotations
 
-from ingest.schema import KIND_TYPES
-from live_runtime.events import (
+from telemetry.events import (
     CURRENCIES,
     ENVELOPE,
     EVENT_FIELDS,
@@ -19,16 +18,15 @@ from live_runtime.events import (
     Field,
     FieldKind,
 )
+from warehouse.staging_tables import SPLITS_NULLABLE
 
 _TIME_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z$"
 _DATE_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-# Split entries are decoded by the typed JSON reader, which is fast but reads "5" as 5.
-_SPLITS_NULLABLE = "Array(Tuple(creator_id Nullable(String), share_minor Nullable(Int64)))"
 # Times outside this range are not telemetry from a running platform.
 _EARLIEST, _LATEST = "2000-01-01", "2100-01-01"
 _TEXT_KINDS = ("time", "date")  # JSON strings parsed into typed values
 
-Check = tuple[str, str]  # (SQL condition that fails the line, quarantine reason)
+Rule = tuple[str, str]  # (SQL condition that fails the line, quarantine reason)
 
 
 def _raw(name: str) -> str:
@@ -48,7 +46,7 @@ def _sql_set(values: frozenset[str]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in sorted(values)) + ")"
 
 
-def _first_failure(checks: list[Check]) -> str:
+def _first_failure(checks: list[Rule]) -> str:
     if not checks:
         return "''"
     parts = ", ".join(f"{cond}, '{reason}'" for cond, reason in checks)
@@ -72,7 +70,7 @@ def _value_sql(field: Field) -> str:
         "int": f"toInt64OrNull({r})",
         "number": f"toFloat64OrNull({r})",
         "strings": f"JSONExtract({r}, 'Array(String)')",
-        "splits": f"JSONExtract(line, 'splits', '{_SPLITS_NULLABLE}')",
+        "splits": f"JSONExtract(line, 'splits', '{SPLITS_NULLABLE}')",
     }[field.kind]
 
 
@@ -124,8 +122,8 @@ def _value_ok_sql(field: Field) -> str | None:
     return check
 
 
-def _field_checks(fields: list[Field]) -> list[Check]:
-    checks: list[Check] = []
+def _field_checks(fields: list[Field]) -> list[Rule]:
+    checks: list[Rule] = []
     for f in fields:
         checks.append((f"{_raw(f.name)} = ''", f"missing_field:{f.name}"))
         checks.append((f"NOT ({_json_type_sql(f)})", f"invalid_field:{f.name}"))
@@ -134,7 +132,7 @@ def _field_checks(fields: list[Field]) -> list[Check]:
     return checks
 
 
-def _envelope_value_checks() -> list[Check]:
+def _envelope_value_checks() -> list[Rule]:
     return [
         ("event_id_uuid IS NULL", "invalid_field:event_id"),
         (f"event_type NOT IN {_sql_set(frozenset(EVENT_FIELDS))}", "unknown_event_type"),
@@ -144,7 +142,7 @@ def _envelope_value_checks() -> list[Check]:
     ]
 
 
-def _invariant_checks(event_type: str) -> list[Check]:
+def _invariant_checks(event_type: str) -> list[Rule]:
     fields = EVENT_FIELDS[event_type]
     checks = [(f"{f.name} < 0", f"invariant:negative_{f.name}") for f in fields if f.is_money]
     names = {f.name for f in fields}
@@ -233,24 +231,3 @@ FROM (
   WHERE {where}
 )""",
     )
-
-
-def parsed_fields() -> dict[str, Field]:
-    """Every field of every event type by name; a name used as nullable anywhere is nullable."""
-    fields: dict[str, Field] = {f.name: f for f in ENVELOPE}
-    for type_fields in EVENT_FIELDS.values():
-        for f in type_fields:
-            if f.name not in fields or f.kind == "nullable_string":
-                fields[f.name] = Field(f.name, f.kind)
-    return fields
-
-
-def parsed_columns_ddl() -> str:
-    """Columns of the wide parse table, one per field name, nullable where scalar."""
-    columns = []
-    for name, f in parsed_fields().items():
-        base = {"nullable_string": "String", "splits": _SPLITS_NULLABLE}.get(
-            f.kind, KIND_TYPES[f.kind]
-        )
-        columns.append(f"{name} {base if f.kind in ('strings', 'splits') else f'Nullable({base})'}")
-    return ",\n  ".join(columns)

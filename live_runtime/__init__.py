@@ -1,1 +1,1 @@
-"""The live and gifting runtime, its event model and the telemetry it writes."""
+"""The live and gifting runtime: HTTP and WebSocket server, ledger, policy and outbox relay."""

@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from live_runtime.events import CHANNELS, CURRENCIES
+from telemetry.events import CHANNELS, CURRENCIES
 
 DEFAULT_POLICY = Path(__file__).with_name("policy_default.toml")
 BPS = 10_000

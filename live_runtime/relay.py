@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from live_runtime.ledger.schema import connect
-from live_runtime.telemetry import TelemetryWriter, fsync_dir, parse_sealed_name
+from telemetry.files import TelemetryWriter, fsync_dir, parse_sealed_name
 
 log = logging.getLogger(__name__)
 

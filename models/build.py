@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from models.cost_model import CostModel
 from models.extract import QUERIES
-from models.partitions import Plan, row_keys, split
 from models.publish import MartsUpdate, as_stored
+from models.recompute import Plan, row_keys, split
 from models.sql import MARTS, STEPS
 
 FORMAT = "partitions-1"  # the stored partitions' layout; a change recomputes them all

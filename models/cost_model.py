@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 
-from live_runtime.events import MINOR_UNIT_DIGITS
+from telemetry.events import MINOR_UNIT_DIGITS
 
 PICO = 10**12
 PRICE_NAMES = (

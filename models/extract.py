@@ -3,7 +3,7 @@
 Row-level data is pulled only where a model needs event order or time overlap; everything that is
 a plain daily count or sum is grouped in ClickHouse, where it is cheapest. Every query reads one
 time window, so a recompute of a few days reads those days and what they depend on (see
-`models.partitions.recompute_window`); the full window reads everything.
+`models.recompute.recompute_window`); the full window reads everything.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from ingest.load import pending_dirty_days
-from ingest.schema import ensure_schema
-from models.partitions import (
+from ingest.dirty_days import pending_dirty_days
+from models.recompute import (
     FULL_WINDOW,
     DirtyFacts,
     Plan,
@@ -26,6 +25,7 @@ from models.partitions import (
     missing_days,
     month_of,
 )
+from warehouse.registry import ensure_warehouse_schema
 
 START = "{start:DateTime64(6, 'UTC')}"
 END = "{end:DateTime64(6, 'UTC')}"
@@ -95,7 +95,7 @@ QUERIES: dict[str, str] = {
 
 def extract(client: Client, window: tuple[datetime, datetime] = FULL_WINDOW) -> dict[str, pa.Table]:
     """The models' input tables for the events of `window` ([start, end), UTC)."""
-    ensure_schema(client)
+    ensure_warehouse_schema(client)
     start, end = window
     params = {"start": start, "end": end}
     return {name: client.query_arrow(sql, parameters=params) for name, sql in QUERIES.items()}
@@ -114,10 +114,10 @@ def plan_refresh(
 
     `stored_days` are the days of the stored platform_daily partitions, or None when nothing
     stored can be reused (first publish, another cost model): then every partition. Otherwise
-    the days the dirty-day notes make stale (`models.partitions.dirty_days`), or, with
+    the days the dirty-day notes make stale (`models.recompute.dirty_days`), or, with
     `requested`, those days instead; the notes are then settled only if they are covered.
     """
-    ensure_schema(client)
+    ensure_warehouse_schema(client)
     touched, noted_until = pending_dirty_days(client)
     days_with_data = data_days(client)
     longest = longest_session_days(client)

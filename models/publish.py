@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARTITIONS_DIR = "_partitions"  # inside the marts directory; dashboards read only <mart>.parquet
+HEALTH_DIR = "health"  # the data health tables, beside the marts (quality/health_tables.py)
 MANIFEST = "manifest.json"
 
 

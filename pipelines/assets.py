@@ -1,27 +1,28 @@
 """Assets: the raw tables filled by ingest, and the published marts computed from them."""
 
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
-from ingest.health import record_outcomes
-from ingest.load import clear_dirty_days, ingest
-from ingest.schema import INGEST_LOG, QUARANTINE, raw_table
-from live_runtime.events import EVENT_FIELDS
+from ingest.dirty_days import clear_dirty_days
+from ingest.loader import ingest
 from models.build import build_update, model_fingerprint, tier_bounds
 from models.cost_model import CostModel, load_cost_model
 from models.extract import extract, plan_refresh
-from models.partitions import Plan, format_days, format_window
 from models.publish import MartsUpdate, PartitionStore, publish_update
-from models.quality import blocking_failures, check_marts
+from models.recompute import Plan, format_days, format_window
 from models.sql import MARTS
-from pipelines.health import publish_health
 from pipelines.partitions import DAILY, MARTS_OP, plan_metadata, range_days
 from pipelines.resources import PipelineSettings
+from quality.health_tables import publish_health
+from quality.marts_suite import check_marts
+from quality.outcomes import blocking_failures, record_outcomes
+from telemetry.events import EVENT_FIELDS
+from warehouse.bookkeeping import INGEST_LOG, QUARANTINE
+from warehouse.raw_tables import raw_table
 
 RAW_SPECS = [
     dg.AssetSpec(raw_table(t), group_name="warehouse", description=f"Telemetry {t} events.")
@@ -49,9 +50,9 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
     with settings.client() as client:
         report = ingest(
             client,
-            Path(settings.telemetry_dir),
+            settings.resolved.telemetry,
             read_files_in_warehouse=settings.embedded,
-            batch_bytes=settings.batch_mb * 1024 * 1024,
+            batch_bytes=settings.resolved.batch_bytes,
             progress=context.log.info,
         )
         plan = _plan(client, settings, cost_model)
@@ -100,8 +101,8 @@ def publish_marts(
 ):
     """Recompute the marts' dirty (or chosen) day partitions and republish every mart."""
     cost_model = _cost_model(settings)
-    store = PartitionStore(Path(settings.marts_dir))
-    fingerprint = model_fingerprint(cost_model, settings.warehouse)
+    store = PartitionStore(settings.resolved.marts)
+    fingerprint = model_fingerprint(cost_model, settings.resolved.warehouse_dsn)
     requested = None if config.dirty_only else range_days(context.partition_key_range)
     with settings.client() as client:
         plan = _plan(client, settings, cost_model, requested)
@@ -120,11 +121,12 @@ def publish_marts(
         # be published (Arrow tables); nothing is written before this point.
         marts = store.assemble(update)
         _check_before_publishing(context, client, marts, cost_model, settings)
-        paths = publish_update(store, update, marts, fingerprint, Path(settings.marts_dir))
+        paths = publish_update(store, update, marts, fingerprint, settings.resolved.marts)
         if plan.settles is not None:
             clear_dirty_days(client, plan.settles)
     context.log.info(
-        f"published {len(paths)} marts to {settings.marts_dir} ({update.rows():,} rows recomputed)"
+        f"published {len(paths)} marts to {settings.resolved.marts} "
+        f"({update.rows():,} rows recomputed)"
     )
     yield from _results(plan, marts, cost_model, settings)
 
@@ -146,7 +148,7 @@ def _check_before_publishing(
         log(f"{outcome.check} on {outcome.target} failed ({outcome.severity}): {outcome.observed}")
     context.log.info(f"mart data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
     if blocked := blocking_failures(outcomes):
-        publish_health(client, Path(settings.telemetry_dir), Path(settings.marts_dir))
+        publish_health(client, settings.resolved)
         raise dg.Failure(
             "marts not published, error-level checks failed: "
             + "; ".join(f"{o.check} on {o.target}: {o.observed}" for o in blocked)
@@ -159,7 +161,7 @@ def _results(
     keys = plan.keys()
     for name in MARTS:
         meta = {
-            "path": dg.MetadataValue.path(str(Path(settings.marts_dir) / f"{name}.parquet")),
+            "path": dg.MetadataValue.path(str(settings.resolved.marts / f"{name}.parquet")),
             "recomputed_days": format_days(plan.days) or "none",
             "partitions_rewritten": len(keys[name]),
             "full_recompute": plan.full,
@@ -171,7 +173,7 @@ def _results(
 
 
 def _cost_model(settings: PipelineSettings) -> CostModel:
-    return load_cost_model(Path(settings.cost_model) if settings.cost_model else None)
+    return load_cost_model(settings.resolved.cost_model)
 
 
 def _plan(
@@ -180,6 +182,6 @@ def _plan(
     cost_model: CostModel,
     requested: list[date] | None = None,
 ) -> Plan:
-    store = PartitionStore(Path(settings.marts_dir))
-    stored = store.stored_days(model_fingerprint(cost_model, settings.warehouse))
+    store = PartitionStore(settings.resolved.marts)
+    stored = store.stored_days(model_fingerprint(cost_model, settings.resolved.warehouse_dsn))
     return plan_refresh(client, stored, tier_bounds(cost_model), requested)

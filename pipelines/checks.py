@@ -7,19 +7,16 @@ data-quality check (models/quality.py), stops the run before the marts are repla
 recorded for the data health page but never block: republishing history must always work.
 """
 
-import os
-from pathlib import Path
-
 import dagster as dg
 
-from ingest.health import freshness, record_outcomes
-from ingest.reconcile import MONEY_EVENTS, ReconcileError, reconcile
-from ingest.schema import INGEST_LOG, raw_table
-from models.quality import CheckOutcome, check_raw, freshness_outcome, raw_check_targets
+from creator_econ.settings import DEFAULTS, ENV
 from pipelines.resources import PipelineSettings
-
-FRESHNESS_HOURS_ENV = "CREATOR_ECON_FRESHNESS_HOURS"
-DEFAULT_FRESHNESS_HOURS = 24.0
+from quality.freshness import freshness, freshness_outcome
+from quality.outcomes import CheckOutcome, record_outcomes
+from quality.raw_suite import check_raw, raw_check_targets
+from quality.reconcile import MONEY_EVENTS, ReconcileError, reconcile
+from warehouse.bookkeeping import INGEST_LOG
+from warehouse.raw_tables import raw_table
 
 
 @dg.asset_check(
@@ -35,7 +32,7 @@ DEFAULT_FRESHNESS_HOURS = 24.0
 def matches_runtime_ledger(
     context: dg.AssetCheckExecutionContext, settings: PipelineSettings
 ) -> dg.AssetCheckResult:
-    if not settings.ledger:
+    if not settings.resolved.ledger:
         context.log.info("no runtime ledger configured: reconciliation skipped")
         return dg.AssetCheckResult(
             passed=True,
@@ -44,7 +41,7 @@ def matches_runtime_ledger(
         )
     try:
         with settings.client() as client:
-            result = reconcile(Path(settings.ledger), client)
+            result = reconcile(settings.resolved.ledger, client)
             outcome = CheckOutcome(
                 "ledger",
                 "matches_runtime_ledger",
@@ -60,7 +57,7 @@ def matches_runtime_ledger(
         return dg.AssetCheckResult(
             passed=False,
             description=str(exc),
-            metadata={"ledger": settings.ledger, "error": str(exc)},
+            metadata={"ledger": str(settings.resolved.ledger), "error": str(exc)},
         )
     log = context.log.info if result.ok else context.log.error
     log(f"reconciliation with the runtime ledger:\n{result.table()}")
@@ -68,27 +65,13 @@ def matches_runtime_ledger(
         passed=result.ok,
         description=result.summary(),
         metadata={
-            "ledger": settings.ledger,
+            "ledger": str(settings.resolved.ledger),
             "sources": ", ".join(result.sources),
             "days_compared": len(result.days),
             "differences": len(result.differences),
             "differing_metrics": ", ".join(sorted({r.metric for r in result.differences})),
         },
     )
-
-
-def freshness_hours() -> float:
-    """Hours without a new sealed file after which telemetry counts as stopped arriving."""
-    value = os.environ.get(FRESHNESS_HOURS_ENV, "").strip()
-    if not value:
-        return DEFAULT_FRESHNESS_HOURS
-    try:
-        hours = float(value)
-    except ValueError:
-        hours = -1.0
-    if not hours > 0:
-        raise ValueError(f"{FRESHNESS_HOURS_ENV}={value!r}: give a positive number of hours")
-    return hours
 
 
 RAW_QUALITY_SPECS = [
@@ -125,16 +108,16 @@ def raw_quality(context: dg.AssetCheckExecutionContext, settings: PipelineSettin
     name="telemetry_arriving",
     blocking=False,
     description=(
-        f"A sealed telemetry file arrived within the last {FRESHNESS_HOURS_ENV} hours "
-        f"(default {DEFAULT_FRESHNESS_HOURS:g}); a warning, never a block."
+        f"A sealed telemetry file arrived within the last {ENV['freshness_hours']} hours "
+        f"(default {DEFAULTS.freshness_hours:g}); a warning, never a block."
     ),
 )
 def telemetry_arriving(
     context: dg.AssetCheckExecutionContext, settings: PipelineSettings
 ) -> dg.AssetCheckResult:
-    hours = freshness_hours()
+    hours = settings.resolved.freshness_hours
     with settings.client() as client:
-        facts = freshness(client, Path(settings.telemetry_dir), hours)
+        facts = freshness(client, settings.resolved.telemetry, hours)
         outcome = freshness_outcome(facts)
         record_outcomes(client, [outcome], run_id=context.run.run_id)
     (context.log.info if outcome.passed else context.log.warning)(f"freshness: {facts.summary()}")

@@ -1,4 +1,4 @@
-"""Jobs: load new telemetry; recompute the marts' dirty day partitions."""
+"""Jobs: load new telemetry; recompute the marts' dirty day partitions; publish data health."""
 
 import dagster as dg
 
@@ -13,4 +13,10 @@ marts_job = dg.define_asset_job(
     "recompute_marts",
     selection=dg.AssetSelection.groups("marts"),  # daily partitions, from the marts assets
     description="Recompute the marts for a range of days and republish them.",
+)
+
+health_job = dg.define_asset_job(
+    "publish_data_health",
+    selection=dg.AssetSelection.groups("health"),
+    description="Publish the data health tables (ingest log, quarantine, freshness, checks).",
 )

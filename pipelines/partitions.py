@@ -12,8 +12,7 @@ from datetime import date
 
 import dagster as dg
 
-from ingest.schema import INGEST_LOG
-from models.partitions import Plan, day_range, format_days
+from models.recompute import Plan, day_range, format_days
 
 # Ingest accepts events from 2000 on; runtime telemetry is dated today (end_offset=1 keeps the
 # current day's partition). A day dated later is still recomputed by a dirty-days run, which
@@ -23,6 +22,7 @@ MARTS_OP = "publish_marts"
 # The run tags that make one run cover a range of partitions (a single-run backfill).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+RECOMPUTE_TAG = "creator_econ/recompute"  # what a marts run rewrites, in words
 
 
 def plan_metadata(plan: Plan) -> dict[str, object]:
@@ -94,20 +94,3 @@ def range_days(partition_key_range: dg.PartitionKeyRange) -> list[date]:
             date.fromisoformat(partition_key_range.end),
         )
     )
-
-
-def marts_run_after(result: dg.ExecuteInProcessResult) -> MartsRun | None:
-    """The marts run an in-process ingest run asks for (see `marts_run`)."""
-    for materialization in result.asset_materializations_for_node("ingest_telemetry"):
-        if materialization.asset_key == dg.AssetKey(INGEST_LOG):
-            return marts_run(materialization.metadata)
-    return None
-
-
-def recomputed(result: dg.ExecuteInProcessResult) -> str:
-    """The days a marts run recomputed, as its materializations record them."""
-    for materialization in result.asset_materializations_for_node(MARTS_OP):
-        days = materialization.metadata.get("recomputed_days")
-        if days is not None:
-            return str(getattr(days, "value", days))
-    return "none"

@@ -1,34 +1,48 @@
-"""Where the pipeline reads and writes, configurable per deployment (environment variables)."""
+"""The `settings` resource: `creator_econ.settings.Settings` as Dagster configuration.
+
+Every field is text, empty meaning the default in `Settings`, so no default is written twice.
+In `dagster dev` the fields come from the `CREATOR_ECON_*` variables as `dg.EnvVar`.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import fields
 
 import dagster as dg
 from clickhouse_connect.driver.client import Client
 
-from ingest.warehouse import connect, default_dsn, is_embedded
-
-DATA_DIR = Path(os.environ.get("CREATOR_ECON_DATA", "data"))
+from creator_econ.settings import ENV, Settings, environment
+from warehouse.connection import connect, is_embedded
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Folders, warehouse DSN and cost model file; defaults live under ./data."""
+    """Folders, warehouse DSN, cost model, ledger and limits (README, "Configuration")."""
 
-    telemetry_dir: str = str(DATA_DIR / "telemetry")
-    marts_dir: str = str(DATA_DIR / "marts")
-    warehouse: str = default_dsn(DATA_DIR)
-    cost_model: str = ""  # empty: the default cost model shipped with the project
-    ledger: str = ""  # runtime ledger database to reconcile with; empty: none configured
-    batch_mb: int = 512  # telemetry loaded per ingest batch; smaller uses less memory
+    data_dir: str = ""
+    telemetry_dir: str = ""
+    marts_dir: str = ""
+    warehouse: str = ""
+    cost_model: str = ""
+    ledger: str = ""
+    batch_mb: str = ""
+    freshness_hours: str = ""
+
+    @property
+    def resolved(self) -> Settings:
+        return Settings.from_text({f.name: getattr(self, f.name) for f in fields(Settings)})
+
+    @classmethod
+    def of(cls, settings: Settings) -> PipelineSettings:
+        """The resource for settings already resolved (the command line's)."""
+        values = {f.name: getattr(settings, f.name) for f in fields(Settings)}
+        return cls(**{name: "" if value is None else str(value) for name, value in values.items()})
 
     @contextmanager
     def client(self) -> Iterator[Client]:
         """One client per use: a client is not safe to share across threads or runs."""
-        client = connect(self.warehouse)
+        client = connect(self.resolved.warehouse_dsn)
         try:
             yield client
         finally:
@@ -36,16 +50,9 @@ class PipelineSettings(dg.ConfigurableResource):
 
     @property
     def embedded(self) -> bool:
-        return is_embedded(self.warehouse)
+        return is_embedded(self.resolved.warehouse_dsn)
 
 
 def settings_from_env() -> PipelineSettings:
-    env = os.environ.get
-    return PipelineSettings(
-        telemetry_dir=env("CREATOR_ECON_TELEMETRY", str(DATA_DIR / "telemetry")),
-        marts_dir=env("CREATOR_ECON_MARTS", str(DATA_DIR / "marts")),
-        warehouse=env("CREATOR_ECON_WAREHOUSE", default_dsn(DATA_DIR)),
-        cost_model=env("CREATOR_ECON_COST_MODEL", ""),
-        ledger=env("CREATOR_ECON_LEDGER", ""),
-        batch_mb=int(env("CREATOR_ECON_BATCH_MB", "512")),
-    )
+    """The resource `dagster dev` runs with: each variable that is set, as an `EnvVar`."""
+    return PipelineSettings(**{name: dg.EnvVar(ENV[name]) for name in environment()})

@@ -6,20 +6,18 @@ requested twice loads nothing twice); the second reads the ingest materializatio
 recorded, which names the dirty days.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
-from ingest.schema import INGEST_LOG
-from live_runtime.telemetry import list_sealed
 from pipelines.jobs import marts_job, refresh_job
-from pipelines.partitions import marts_run
-from pipelines.resources import settings_from_env
+from pipelines.partitions import RECOMPUTE_TAG, marts_run
+from pipelines.resources import PipelineSettings
+from telemetry.files import list_sealed
+from warehouse.bookkeeping import INGEST_LOG
 
 
 @dg.sensor(job=refresh_job, minimum_interval_seconds=30)
-def sealed_files_sensor(context: dg.SensorEvaluationContext):
-    files = list_sealed(Path(settings_from_env().telemetry_dir))
+def sealed_files_sensor(context: dg.SensorEvaluationContext, settings: PipelineSettings):
+    files = list_sealed(settings.resolved.telemetry)
     if not files:
         return dg.SkipReason("no sealed telemetry files yet")
     signature = f"{len(files)}:{max(p.name for p in files)}"
@@ -49,6 +47,6 @@ def dirty_marts_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason("the last ingest left no dirty day")
     return dg.RunRequest(
         run_key=f"marts-after-{record.storage_id}",
-        tags=request.tags(),
+        tags={**request.tags(), RECOMPUTE_TAG: request.describe()},
         run_config=request.run_config(),
     )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from creator_econ_cli import main as cli
-from ingest.warehouse import connect
+from creator_econ.cli import main as cli
+from warehouse.connection import connect
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ class _Run:
         self.started = time.monotonic()
         before = _folder_state(watch) if watch else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "creator_econ_cli", *args],
+            [sys.executable, "-m", "creator_econ.cli", *args],
             cwd=PROJECT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE,
@@ -293,7 +293,7 @@ def probe(dsn: str) -> dict[str, Any]:
 
 
 def _probe_here(dsn: str) -> dict[str, Any]:
-    from ingest.warehouse import connect
+    from warehouse.connection import connect
 
     client = connect(dsn)
     try:

@@ -44,7 +44,7 @@ class RuntimeProcess:
     def start(self, timeout: float = 30.0) -> RuntimeProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "creator_econ_cli", "runtime", "serve",
+            sys.executable, "-m", "creator_econ.cli", "runtime", "serve",
             "--port", str(self.port), "--db", str(self.db), "--telemetry", str(self.telemetry),
             *self.extra_args,
         ]  # fmt: skip

@@ -17,7 +17,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboards import MARTS_ENV, data, ui
+from creator_econ.settings import ENV
+from dashboards import data, ui
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 PAGES = ["views/home.py", "views/finance.py", "views/product.py", "views/creator.py"]
@@ -31,7 +32,7 @@ def fresh_cache() -> None:
 
 
 def open_page(page: str, marts: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv(MARTS_ENV, str(marts))
+    monkeypatch.setenv(ENV["marts_dir"], str(marts))
     app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     if page != PAGES[0]:
         app.switch_page(page).run()
@@ -95,7 +96,7 @@ def test_finance_switches_to_weeks(published_marts, monkeypatch):
 
 
 def test_finance_link_can_open_the_weekly_view(published_marts, monkeypatch):
-    monkeypatch.setenv(MARTS_ENV, str(published_marts))
+    monkeypatch.setenv(ENV["marts_dir"], str(published_marts))
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
     app.query_params["per"] = "week"
     app.run()
@@ -152,7 +153,7 @@ def test_page_explains_missing_marts(page, folder, tmp_path, monkeypatch):
 
 
 def test_home_explains_an_unset_marts_folder(monkeypatch):
-    monkeypatch.delenv(MARTS_ENV, raising=False)
+    monkeypatch.delenv(ENV["marts_dir"], raising=False)
     app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not app.exception
     assert any("creator-econ dashboard --marts DIR" in m.value for m in app.info)
@@ -187,7 +188,7 @@ def test_creator_page_shows_only_the_chosen_creator(published_marts, monkeypatch
 def test_creator_loaders_bind_the_creator_id(published_marts, monkeypatch):
     from dashboards import data
 
-    monkeypatch.setenv(MARTS_ENV, str(published_marts))
+    monkeypatch.setenv(ENV["marts_dir"], str(published_marts))
     assert data.creator_sessions("x' OR '1'='1").is_empty()
     assert data.creator_weekly("x' OR '1'='1").is_empty()
 
@@ -197,7 +198,7 @@ def test_dashboard_command_serves_the_app_on_loopback(published_marts):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = [sys.executable, "-m", "creator_econ_cli", "dashboard", "--marts", str(published_marts)]
+    argv = [sys.executable, "-m", "creator_econ.cli", "dashboard", "--marts", str(published_marts)]
     server = subprocess.Popen(
         [*argv, "--port", str(port), "--host", "127.0.0.1"],
         stdout=subprocess.DEVNULL,

@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from creator_econ_cli import main as cli
-from ingest.warehouse import connect
+from creator_econ.cli import main as cli
 from models.sql import MARTS
+from warehouse.connection import connect
 
 
 def mart(marts: Path, name: str, sql: str = "SELECT * FROM m") -> list[tuple]:
@@ -195,7 +195,7 @@ def test_a_second_writer_is_told_about_the_lock(tmp_path, warehouse):
     argv = ["run", "--telemetry", str(tmp_path / "telemetry"), "--marts", str(tmp_path / "m")]
     argv += ["--data", str(tmp_path)]  # the `warehouse` fixture holds tmp_path/warehouse
     done = subprocess.run(
-        [sys.executable, "-m", "creator_econ_cli", *argv], capture_output=True, text=True
+        [sys.executable, "-m", "creator_econ.cli", *argv], capture_output=True, text=True
     )
     assert done.returncode == 2
     assert "is locked by another process" in done.stderr

@@ -14,15 +14,17 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from dashboards import MARTS_ENV, data
-from live_runtime.simulator import simulate
+from creator_econ.settings import ENV
+from dashboards import data
+from models.publish import HEALTH_DIR
 from pipelines.assets import ingest_telemetry
 from pipelines.checks import QUALITY_CHECKS
-from pipelines.health import HEALTH_ASSETS, HEALTH_DIR
+from pipelines.data_health import HEALTH_ASSETS
 from pipelines.resources import PipelineSettings
+from simulator.run import simulate
 
 APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
-PAGE = "views/health.py"
+PAGE = "views/data_health.py"
 TIMEOUT = 60
 NOT_JSON = "this line is not json"
 
@@ -70,7 +72,7 @@ def fresh_cache() -> None:
 
 
 def open_health(marts: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv(MARTS_ENV, str(marts))
+    monkeypatch.setenv(ENV["marts_dir"], str(marts))
     app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     app.switch_page(PAGE).run()
     assert not app.exception, [e.message for e in app.exception]
@@ -155,6 +157,6 @@ def test_page_explains_missing_health_tables(folder, tmp_path, monkeypatch):
 
 
 def test_quarantine_loader_binds_the_reason(published, monkeypatch):
-    monkeypatch.setenv(MARTS_ENV, str(published))
+    monkeypatch.setenv(ENV["marts_dir"], str(published))
     assert data.quarantine_samples("x' OR '1'='1").is_empty()
     assert data.quarantine_samples("not_json")["raw_line"].to_list() == [NOT_JSON]

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.load import ingest, pending_files
-from ingest.schema import INGEST_ATTEMPTS, raw_table
+from ingest.loader import ingest, pending_files
+from warehouse.bookkeeping import INGEST_ATTEMPTS
+from warehouse.raw_tables import raw_table
 
 GIFT = {
     "event_id": "00000000-0000-4000-8000-000000000001",
@@ -218,7 +219,7 @@ def test_valid_lines_in_any_json_layout_load_alike(tmp_path, warehouse):
 
 
 def test_a_relative_embedded_dsn_is_a_folder_here(tmp_path, monkeypatch):
-    from ingest.warehouse import connect
+    from warehouse.connection import connect
 
     monkeypatch.chdir(tmp_path)
     client = connect("chdb://data/warehouse")  # not a host named "data"

@@ -35,7 +35,7 @@ from crash_harness import (
     run_cli,
 )
 
-from live_runtime.simulator import simulate
+from simulator.run import simulate
 
 TRIALS = int(os.environ.get("CREATOR_ECON_INGEST_CRASH_TRIALS", "4"))
 SEED = int(os.environ.get("CREATOR_ECON_INGEST_CRASH_SEED") or random.randrange(1_000_000))

@@ -31,11 +31,12 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ingest.load import DEFAULT_BATCH_BYTES, IngestReport, ingest
-from ingest.schema import raw_table
-from ingest.warehouse import connect
-from live_runtime.events import CURRENCIES, ENVELOPE, EVENT_FIELDS, SCHEMA_VERSION, Field
-from live_runtime.telemetry import sealed_file_name
+from creator_econ.settings import DEFAULTS
+from ingest.loader import IngestReport, ingest
+from telemetry.events import CURRENCIES, ENVELOPE, EVENT_FIELDS, SCHEMA_VERSION, Field
+from telemetry.files import sealed_file_name
+from warehouse.connection import connect
+from warehouse.raw_tables import raw_table
 
 INT64_MAX = 2**63 - 1
 EVENT_TYPES = sorted(EVENT_FIELDS)
@@ -796,7 +797,7 @@ def check_loaded_values(client: Client, files: list[SealedFile]) -> None:
 def test_every_line_ends_loaded_duplicate_or_quarantined(
     fuzz_warehouse: Client, in_warehouse: bool, files: list[SealedFile], one_file_per_batch: bool
 ) -> None:
-    batch_bytes = 1 if one_file_per_batch else DEFAULT_BATCH_BYTES
+    batch_bytes = 1 if one_file_per_batch else DEFAULTS.batch_bytes
     report = run_ingest(fuzz_warehouse, files, in_warehouse, batch_bytes)
     check_every_line(fuzz_warehouse, files, report)
     check_loaded_values(fuzz_warehouse, files)
@@ -824,7 +825,7 @@ def test_a_valid_event_of_every_type_loads_as_sent(
 def ingest_lines(client: Client, *lines: Line, in_warehouse: bool = True) -> list[SealedFile]:
     """The lines as one sealed file, ingested; every misplaced line is reported together."""
     files = [SealedFile(sealed_file_name("fixed", 1), lines)]
-    check_every_line(client, files, run_ingest(client, files, in_warehouse, DEFAULT_BATCH_BYTES))
+    check_every_line(client, files, run_ingest(client, files, in_warehouse, DEFAULTS.batch_bytes))
     return files
 
 
@@ -1053,7 +1054,7 @@ def test_the_run_command_survives_a_folder_of_bad_files(tmp_path):
     ]
     write_files(telemetry, files)
     done = subprocess.run(
-        [sys.executable, "-m", "creator_econ_cli", "run", "--telemetry", str(telemetry),
+        [sys.executable, "-m", "creator_econ.cli", "run", "--telemetry", str(telemetry),
          "--marts", str(tmp_path / "marts"), "--data", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from models.partitions import (
+from models.recompute import (
     DirtyFacts,
     Plan,
     SessionSpan,
@@ -164,7 +164,7 @@ UNTOUCHED_WEEK = D("2026-10-05")
 
 def run_cli(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "creator_econ_cli", *args],
+        [sys.executable, "-m", "creator_econ.cli", *args],
         capture_output=True,
         text=True,
         cwd=PROJECT,
@@ -222,7 +222,7 @@ def envelope(event_type: str, at: str) -> dict:
 
 def write_late(telemetry: Path, events: list[dict]) -> None:
     """A new sealed file (its own source, sequence 1 or next) written by the runtime's writer."""
-    from live_runtime.telemetry import TelemetryWriter
+    from telemetry.files import TelemetryWriter
 
     with TelemetryWriter(telemetry, "late") as writer:
         writer.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode())
@@ -468,9 +468,9 @@ def _dagster_path(telemetry: Path, state: Path) -> dict:
     os.environ["CREATOR_ECON_DATA"] = str(state)
     import dagster as dg
 
-    from ingest.warehouse import default_dsn
+    from creator_econ.settings import embedded_dsn
 
-    os.environ["CREATOR_ECON_WAREHOUSE"] = default_dsn(state)  # as `creator-econ run` names it
+    os.environ["CREATOR_ECON_WAREHOUSE"] = embedded_dsn(state)  # as `creator-econ run` names it
 
     from pipelines.definitions import defs
     from pipelines.sensors import dirty_marts_sensor

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from live_runtime.ledger import books
-from live_runtime.ledger import operations as ops
+from live_runtime.ledger import accounts, books, sessions, wallets
 from live_runtime.ledger.writer import Idempotency, LedgerWriter
 from live_runtime.policy import load_policy
 from live_runtime.relay import OutboxRelay, recover
-from live_runtime.telemetry import list_sealed
+from telemetry.files import list_sealed
 
 POLICY = load_policy()
 
@@ -31,13 +30,13 @@ def writer(tmp_path: Path):
 
 def _account(writer: LedgerWriter, kind: str) -> str:
     return writer.run_now(
-        partial(ops.create_principal, policy=POLICY, kind=kind, display_name=kind)
+        partial(accounts.create_principal, policy=POLICY, kind=kind, display_name=kind)
     ).body["id"]
 
 
 def _buy(writer: LedgerWriter, user: str, coins: int = 700) -> None:
     outcome = writer.run_now(
-        partial(ops.purchase_coins, policy=POLICY, user_id=user, coins=coins, channel="web")
+        partial(wallets.purchase_coins, policy=POLICY, user_id=user, coins=coins, channel="web")
     )
     assert outcome.status == 201
 
@@ -73,7 +72,7 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
     _buy(writer, user, 70)
     session = writer.run_now(
         partial(
-            ops.start_session,
+            sessions.start_session,
             policy=POLICY,
             creator_id=creator,
             region="eu-west",
@@ -86,7 +85,7 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
     # 10 gifts of 10 coins from a wallet of 70: 7 succeed, 3 are refused, in any batching.
     futures = [
         writer.submit(
-            partial(ops.send_gift, policy=POLICY, user_id=user, session_id=session_id, coins=10)
+            partial(wallets.send_gift, policy=POLICY, user_id=user, session_id=session_id, coins=10)
         )
         for _ in range(10)
     ]
@@ -115,7 +114,7 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
 def test_idempotency_key_replays_and_rejects_a_different_request(tmp_path, writer):
     user = _account(writer, "user")
     key = Idempotency(user, "k-1", "hash-a")
-    buy = partial(ops.purchase_coins, policy=POLICY, user_id=user, coins=70, channel="ios")
+    buy = partial(wallets.purchase_coins, policy=POLICY, user_id=user, coins=70, channel="ios")
     results = []
     threads = [
         threading.Thread(target=lambda: results.append(writer.submit(buy, key).result()))

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from live_runtime.telemetry import TelemetryWriter
 from pipelines.definitions import defs
+from pipelines.resources import PipelineSettings
 from pipelines.sensors import dirty_marts_sensor, sealed_files_sensor
+from telemetry.files import TelemetryWriter
 
 
 def test_definitions_load_with_every_raw_table_and_mart():
@@ -37,15 +38,15 @@ def test_marts_sensor_waits_for_an_ingest():
         assert isinstance(dirty_marts_sensor(context), dg.SkipReason)
 
 
-def test_sensor_requests_a_run_for_new_sealed_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("CREATOR_ECON_TELEMETRY", str(tmp_path))
-    with dg.build_sensor_context() as context:
+def test_sensor_requests_a_run_for_new_sealed_files(tmp_path):
+    resources = {"settings": PipelineSettings(telemetry_dir=str(tmp_path))}
+    with dg.build_sensor_context(resources=resources) as context:
         assert isinstance(sealed_files_sensor(context), dg.SkipReason)
     with TelemetryWriter(tmp_path, "t") as writer:
         writer.write(b"{}\n")
-    with dg.build_sensor_context() as context:
+    with dg.build_sensor_context(resources=resources) as context:
         request = sealed_files_sensor(context)
         assert isinstance(request, dg.RunRequest)
         cursor = context.cursor
-    with dg.build_sensor_context(cursor=cursor) as context:
+    with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
         assert isinstance(sealed_files_sensor(context), dg.SkipReason)

@@ -17,19 +17,28 @@ import pyarrow.parquet as pq
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from ingest.health import freshness, latest_check_results, record_outcomes
-from ingest.load import ingest
-from ingest.warehouse import connect
-from live_runtime.simulator import simulate
-from models import quality
-from models.quality import CheckOutcome
+from creator_econ.settings import ENV, Settings, SettingsError
+from ingest.loader import ingest
+from models.publish import HEALTH_DIR
 from models.sql import MARTS
 from pipelines.assets import ingest_telemetry, publish_marts
-from pipelines.checks import CHECKS, FRESHNESS_HOURS_ENV, QUALITY_CHECKS, freshness_hours
-from pipelines.health import HEALTH_ASSETS, HEALTH_DIR
+from pipelines.checks import CHECKS, QUALITY_CHECKS
+from pipelines.data_health import HEALTH_ASSETS
 from pipelines.resources import PipelineSettings
+from quality.freshness import freshness, freshness_outcome
+from quality.marts_suite import check_marts
+from quality.outcomes import (
+    CheckOutcome,
+    blocking_failures,
+    latest_check_results,
+    record_outcomes,
+)
+from quality.raw_suite import check_raw, raw_check_targets
+from simulator.run import simulate
+from warehouse.connection import connect
 
 START = date(2026, 10, 1)
+FRESHNESS_HOURS_ENV = ENV["freshness_hours"]
 
 
 def failed(outcomes: list[CheckOutcome]) -> set[tuple[str, str]]:
@@ -54,12 +63,10 @@ def run_marts(pipeline_run: Path) -> dict[str, pa.Table]:
 
 
 def test_suites_pass_on_a_simulated_run(run_warehouse, run_marts):
-    raw = quality.check_raw(run_warehouse)
-    marts = quality.check_marts(run_marts, run_warehouse)
+    raw = check_raw(run_warehouse)
+    marts = check_marts(run_marts, run_warehouse)
     assert failed(raw) == set() and failed(marts) == set()
-    assert {(c.name, t) for c, t in quality.raw_check_targets()} == {
-        (o.check, o.target) for o in raw
-    }
+    assert {(c.name, t) for c, t in raw_check_targets()} == {(o.check, o.target) for o in raw}
     reconciled = outcome(marts, "gross_volume_matches_raw", "platform_daily")
     assert reconciled.severity == "error" and "difference=0" in reconciled.observed
     assert {o.target for o in marts} == set(MARTS)
@@ -93,18 +100,18 @@ def test_each_error_level_mart_check_fails_on_broken_data(
     run_warehouse, run_marts, mart, column, value, delta, expected
 ):
     broken = {**run_marts, mart: changed(run_marts[mart], column, value, delta).to_arrow()}
-    outcomes = quality.check_marts(broken, run_warehouse)
+    outcomes = check_marts(broken, run_warehouse)
     target = "platform_daily" if expected.endswith("_raw") else mart
     hit = outcome(outcomes, expected, target)
     assert not hit.passed and hit.severity == "error" and hit.blocks_publish
-    assert quality.blocking_failures(outcomes)
+    assert blocking_failures(outcomes)
     assert f"{column}=" in hit.observed or "mart=" in hit.observed
 
 
 def test_a_duplicated_grain_key_fails(run_warehouse, run_marts):
     weekly = run_marts["creator_weekly"]
     broken = {**run_marts, "creator_weekly": pa.concat_tables([weekly, weekly.slice(0, 1)])}
-    hit = outcome(quality.check_marts(broken, run_warehouse), "one_row_per_grain", "creator_weekly")
+    hit = outcome(check_marts(broken, run_warehouse), "one_row_per_grain", "creator_weekly")
     assert not hit.passed and hit.severity == "error"
     assert "1 of" in hit.observed or "2 of" in hit.observed
 
@@ -125,12 +132,12 @@ def test_amounts_that_refunds_can_turn_negative_are_not_flagged(run_warehouse, r
         "session_economics": sessions.to_arrow(),
         "platform_daily": daily.to_arrow(),
     }
-    assert failed(quality.check_marts(marts, run_warehouse)) == set()
+    assert failed(check_marts(marts, run_warehouse)) == set()
 
 
 def test_top_session_share_above_one_fails_in_a_week_without_refunds(run_warehouse, run_marts):
     weekly = changed(run_marts["creator_weekly"], "top_session_share", 1.4).to_arrow()
-    outcomes = quality.check_marts({**run_marts, "creator_weekly": weekly}, run_warehouse)
+    outcomes = check_marts({**run_marts, "creator_weekly": weekly}, run_warehouse)
     hit = outcome(outcomes, "ratios_in_unit_range", "creator_weekly")
     assert not hit.passed and "top_session_share=1.4" in hit.observed
 
@@ -154,7 +161,7 @@ def copy_row(client: Client, table: str, **changes) -> None:
 
 
 def test_raw_suite_passes_on_a_clean_load(loaded):
-    outcomes = quality.check_raw(loaded)
+    outcomes = check_raw(loaded)
     assert failed(outcomes) == set()
     assert all(o.suite == "raw" and o.observed for o in outcomes)
 
@@ -176,7 +183,7 @@ def test_raw_suite_passes_on_a_clean_load(loaded):
 )
 def test_each_error_level_raw_check_fails_on_broken_rows(loaded, table, changes, expected):
     copy_row(loaded, table, **changes)
-    outcomes = quality.check_raw(loaded)
+    outcomes = check_raw(loaded)
     hit = outcome(outcomes, expected, table)
     assert not hit.passed and hit.severity == "error" and hit.blocks_publish
     assert "fail" in hit.observed
@@ -197,7 +204,7 @@ def test_an_unbalanced_ingest_log_fails(loaded):
             "ingested_at",
         ],
     )
-    outcomes = quality.check_raw(loaded)
+    outcomes = check_raw(loaded)
     accounted = outcome(outcomes, "lines_accounted_for", "ingest_log")
     assert not accounted.passed and "x-000000000001.jsonl" in accounted.observed
     assert not outcome(outcomes, "totals_agree", "ingest_log").passed
@@ -223,7 +230,7 @@ def test_freshness_warns_when_the_newest_file_is_older_than_the_threshold(tmp_pa
     facts = freshness(warehouse, tmp_path, 24)
     assert facts.newest_file == "b-000000000001.jsonl"
     assert facts.stale and facts.age_hours == pytest.approx(30, abs=0.1)
-    warning = quality.freshness_outcome(facts)
+    warning = freshness_outcome(facts)
     assert not warning.passed and warning.severity == "warn" and not warning.blocks_publish
     assert "older than the 24 h threshold" in warning.observed
     assert not freshness(warehouse, tmp_path, 36).stale
@@ -231,13 +238,13 @@ def test_freshness_warns_when_the_newest_file_is_older_than_the_threshold(tmp_pa
 
 def test_freshness_threshold_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(FRESHNESS_HOURS_ENV, raising=False)
-    assert freshness_hours() == 24
+    assert Settings.from_env().freshness_hours == 24
     monkeypatch.setenv(FRESHNESS_HOURS_ENV, "6.5")
-    assert freshness_hours() == 6.5
+    assert Settings.from_env().freshness_hours == 6.5
     for bad in ("soon", "0", "-3"):
         monkeypatch.setenv(FRESHNESS_HOURS_ENV, bad)
-        with pytest.raises(ValueError, match=FRESHNESS_HOURS_ENV):
-            freshness_hours()
+        with pytest.raises(SettingsError, match=FRESHNESS_HOURS_ENV):
+            Settings.from_env()
 
 
 def test_recorded_outcomes_keep_the_newest_per_check(warehouse):
@@ -357,7 +364,7 @@ def test_top_session_share_is_excused_in_a_week_with_a_refund(loaded):
     monday = paid_at.date() - timedelta(days=paid_at.weekday())
     weekly = creator_weeks(monday, {creator: 1.4, "someone_else": 1.4})
     hit = outcome(
-        quality.check_marts({"creator_weekly": weekly}, loaded),
+        check_marts({"creator_weekly": weekly}, loaded),
         "ratios_in_unit_range",
         "creator_weekly",
     )

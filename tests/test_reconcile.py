@@ -38,7 +38,7 @@ class Books:
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "creator_econ_cli", *map(str, args)],
+        [sys.executable, "-m", "creator_econ.cli", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -22,12 +22,13 @@ import dagster as dg
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from ingest.load import IngestReport, ingest
-from ingest.schema import EVENT_INDEX, raw_table
-from live_runtime.events import EVENT_FIELDS, TIME_FORMAT
-from live_runtime.telemetry import TelemetryWriter, sealed_file_name
+from ingest.loader import IngestReport, ingest
 from pipelines.assets import ingest_telemetry
 from pipelines.resources import PipelineSettings
+from telemetry.events import EVENT_FIELDS, TIME_FORMAT
+from telemetry.files import TelemetryWriter, sealed_file_name
+from warehouse.bookkeeping import EVENT_INDEX
+from warehouse.raw_tables import raw_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "runtime"
@@ -269,7 +270,7 @@ def test_a_conflicting_redelivery_is_quarantined_and_the_first_stays(tmp_path, w
 
 def run_cli(telemetry: Path, data: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "creator_econ_cli", "run", "--telemetry", str(telemetry),
+        [sys.executable, "-m", "creator_econ.cli", "run", "--telemetry", str(telemetry),
          "--marts", str(data / "marts"), "--data", str(data)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -30,10 +30,11 @@ from referencing.jsonschema import DRAFT202012
 from runtime_server import Api, RuntimeProcess
 from starlette.routing import Route, WebSocketRoute
 
-from live_runtime.events import CHANNELS, ENVELOPE, EVENT_FIELDS, TIME_FORMAT
 from live_runtime.policy import BPS, load_policy
-from live_runtime.server.app import RuntimeConfig, create_app
-from live_runtime.telemetry import list_sealed
+from live_runtime.server.app import create_app
+from live_runtime.server.runtime import RuntimeConfig
+from telemetry.events import CHANNELS, ENVELOPE, EVENT_FIELDS, TIME_FORMAT
+from telemetry.files import list_sealed
 
 SPEC_PATH = Path(__file__).parents[1] / "live_runtime" / "server" / "openapi.json"
 SPEC = json.loads(SPEC_PATH.read_text())

@@ -9,7 +9,7 @@ from runtime_server import RuntimeProcess, free_port
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "creator_econ_cli", "runtime", "serve", *args]
+    command = [sys.executable, "-m", "creator_econ.cli", "runtime", "serve", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 

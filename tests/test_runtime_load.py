@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from runtime_server import RuntimeProcess
 
-from creator_econ_cli import main
+from creator_econ.cli import main
 
 
 def test_runtime_load_leaves_a_balanced_ledger(

@@ -26,9 +26,9 @@ from runtime_server import Api, RuntimeProcess
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from live_runtime.events import TIME_FORMAT
 from live_runtime.policy import DEFAULT_POLICY, Policy, load_policy
-from live_runtime.telemetry import list_sealed
+from telemetry.events import TIME_FORMAT
+from telemetry.files import list_sealed
 
 SPEC = json.loads(
     (Path(__file__).parents[1] / "live_runtime" / "server" / "openapi.json").read_text()

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from live_runtime.events import ENVELOPE, EVENT_FIELDS, EVENT_TYPES, TIME_FORMAT, Field
-from live_runtime.sim_commerce import PAYOUT_THRESHOLD_MINOR
-from live_runtime.sim_format import TIE_ORDER, time_strings, uuid4_strings
-from live_runtime.sim_money import commission, processor_fee, split_gift, store_fee
-from live_runtime.simulator import SimulationSummary, simulate
+from simulator.commerce import PAYOUT_THRESHOLD_MINOR
+from simulator.lines import TIE_ORDER, time_strings, uuid4_strings
+from simulator.money import commission, processor_fee, split_gift, store_fee
+from simulator.run import SimulationSummary, simulate
+from telemetry.events import ENVELOPE, EVENT_FIELDS, EVENT_TYPES, TIME_FORMAT, Field
 
 START = date(2026, 10, 1)
 SECOND = 1_000_000

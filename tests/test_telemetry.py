@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from live_runtime.telemetry import TelemetryWriter, list_sealed, parse_sealed_name
+from telemetry.files import TelemetryWriter, list_sealed, parse_sealed_name
 
 
 def test_seals_by_size_without_splitting_lines(tmp_path):

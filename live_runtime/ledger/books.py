@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from live_runtime.events import ENVELOPE, EVENT_FIELDS, SCHEMA_VERSION, TIME_FORMAT
+from telemetry.events import ENVELOPE, EVENT_FIELDS, SCHEMA_VERSION, TIME_FORMAT
 
 COIN = "COIN"
+Result = tuple[int, dict[str, Any]]  # an operation's HTTP status and body
 
 # The platform's own books: they may go negative (costs, funding and the outside world).
 COINS_ISSUED = "coins:issued"  # coins in circulation, negative: minted on purchase

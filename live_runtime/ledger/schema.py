@@ -117,7 +117,7 @@ def connect(path: Path | str, durable: bool = True) -> sqlite3.Connection:
     return conn
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
+def create_ledger_schema(conn: sqlite3.Connection) -> None:
     for name, columns in TABLES.items():
         conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}\n)")
     for statement in INDEXES:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from live_runtime.ledger.books import Refused, Tx
-from live_runtime.ledger.schema import connect, ensure_schema
+from live_runtime.ledger.schema import connect, create_ledger_schema
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class LedgerWriter:
         self.conn = connect(db_path, durable=durable)
         # Commits never stop to checkpoint the WAL: the relay does it, on its own connection.
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
-        ensure_schema(self.conn)
+        create_ledger_schema(self.conn)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self.commits = 0

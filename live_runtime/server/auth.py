@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from live_runtime.ledger.operations import hash_token
+from live_runtime.ledger.accounts import hash_token
 from live_runtime.server.inputs import BadRequest
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from live_runtime.sim_format import SLICE_ROWS, TIE_ORDER
-from live_runtime.telemetry import TelemetryWriter
+from simulator.lines import SLICE_ROWS, TIE_ORDER
+from telemetry.files import TelemetryWriter
 
 _LINES_SCHEMA = {"t": pl.Int64, "tie": pl.Int8, "line": pl.String}
 _MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024

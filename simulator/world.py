@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import polars as pl
 
-from live_runtime.sim_format import prefixed_id, uuid4_strings
+from simulator.lines import prefixed_id, uuid4_strings
 
 SECOND_US = 1_000_000
 DAY_US = 86_400 * SECOND_US

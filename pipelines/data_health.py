@@ -10,18 +10,11 @@ step priority makes it the last step of a run instead, after the checks and (whe
 after the marts, so it publishes the outcomes that run recorded.
 """
 
-from pathlib import Path
-
 import dagster as dg
-import pyarrow as pa
-from clickhouse_connect.driver.client import Client
 
-from ingest.health import health_tables
-from models.publish import publish_one
-from pipelines.checks import freshness_hours
+from models.publish import HEALTH_DIR
 from pipelines.resources import PipelineSettings
-
-HEALTH_DIR = "health"  # also named in dashboards/data.py, which must not import Dagster
+from quality.health_tables import publish_health
 
 
 @dg.asset(
@@ -35,10 +28,10 @@ def data_health(
     context: dg.AssetExecutionContext, settings: PipelineSettings
 ) -> dg.MaterializeResult:
     with settings.client() as client:
-        tables = publish_health(client, Path(settings.telemetry_dir), Path(settings.marts_dir))
+        tables = publish_health(client, settings.resolved)
     checks = tables["check_results"].to_pylist()
     failing = [c for c in checks if not c["passed"]]
-    folder = Path(settings.marts_dir) / HEALTH_DIR
+    folder = settings.resolved.marts / HEALTH_DIR
     context.log.info(
         f"published data health to {folder}: {len(checks) - len(failing)}/{len(checks)} checks "
         "passing"
@@ -54,17 +47,6 @@ def data_health(
             "telemetry_stale": bool(tables["freshness"]["stale"][0].as_py()),
         }
     )
-
-
-def publish_health(client: Client, telemetry_dir: Path, marts_dir: Path) -> dict[str, pa.Table]:
-    """Read the health tables from the warehouse and replace their Parquet files; also callable
-    at the end of a step that just recorded check outcomes, so the page shows them at once."""
-    tables = health_tables(client, telemetry_dir, freshness_hours())
-    folder = marts_dir / HEALTH_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        publish_one(table, folder / f"{name}.parquet")
-    return tables
 
 
 HEALTH_ASSETS = [data_health]

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from clickhouse_connect.driver.client import Client
 
-from ingest.schema import raw_table
 from live_runtime.ledger import books
+from warehouse.raw_tables import raw_table
 
 METRICS = (
     "coin_purchases",

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from live_runtime.sim_commerce import Batch, Ledger, coin_purchases, orders
-from live_runtime.sim_format import json_list, labels, uuid4_strings
-from live_runtime.sim_money import CURRENCY, split_gift
-from live_runtime.sim_world import (
+from simulator.commerce import Batch, Ledger, coin_purchases, orders
+from simulator.lines import json_list, labels, uuid4_strings
+from simulator.money import CURRENCY, split_gift
+from simulator.world import (
     BITRATE_BPS,
     MAX_HOSTS,
     QUALITIES,

@@ -6,13 +6,14 @@ Commands and flags are a public contract that scripts call; add flags, never ren
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-DEFAULT_DATA = Path("data")
+from creator_econ.settings import DEFAULTS, Settings, SettingsError, environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except UserFacingError as exc:
+    except (UserFacingError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="warehouse DSN: chdb:///path (embedded, default DATA/warehouse) or http(s)://host:8123",
     )
     run.add_argument("--cost-model", type=Path, help="cost model TOML (default: shipped prices)")
-    run.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data folder (default ./data)")
+    run.add_argument("--data", type=Path, help=f"data folder (default ./{DEFAULTS.data_dir})")
     run.add_argument(
         "--ledger",
         type=Path,
@@ -65,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--batch-mb",
         type=int,
-        default=512,
-        help="telemetry megabytes loaded per ingest batch (default 512; less uses less memory)",
+        help=f"telemetry megabytes loaded per ingest batch (default {DEFAULTS.batch_mb}; less "
+        "uses less memory)",
     )
     run.set_defaults(handler=_run)
 
@@ -80,18 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     runtime_commands = runtime.add_subparsers(required=True, metavar="ACTION")
     serve = runtime_commands.add_parser("serve", help="serve the HTTP and WebSocket API")
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument(
+        "--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)"
+    )
     serve.add_argument(
         "--telemetry",
         type=Path,
-        default=DEFAULT_DATA / "runtime" / "telemetry",
-        help="telemetry directory to write (default ./data/runtime/telemetry)",
+        help=f"telemetry directory to write (default ./{DEFAULTS.runtime_dir / 'telemetry'})",
     )
     serve.add_argument(
         "--db",
         type=Path,
-        default=DEFAULT_DATA / "runtime" / "ledger.db",
-        help="ledger database (default ./data/runtime/ledger.db)",
+        help=f"ledger database (default ./{DEFAULTS.runtime_dir / 'ledger.db'})",
     )
     serve.add_argument("--policy", type=Path, help="policy TOML (default: shipped policy)")
     serve.add_argument("--source", default="runtime", help="telemetry source name of this instance")
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from live_runtime.simulator import simulate
+    from simulator.run import simulate
 
     started = time.perf_counter()
     try:
@@ -141,173 +142,116 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_from(args: argparse.Namespace) -> Settings:
+    """A flag wins over the environment, which wins over the default."""
+    flags = {
+        "data_dir": args.data,
+        "telemetry_dir": args.telemetry,
+        "marts_dir": args.marts,
+        "warehouse": args.warehouse,
+        "cost_model": args.cost_model,
+        "ledger": args.ledger,
+        "batch_mb": args.batch_mb,
+    }
+    given = {name: str(value) for name, value in flags.items() if value is not None}
+    return Settings.from_text({**environment(), **given})
+
+
 def _run(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from ingest.warehouse import default_dsn
-    from pipelines.definitions import ASSETS, CHECKS
-    from pipelines.partitions import marts_run_after, recomputed
     from pipelines.resources import PipelineSettings
+    from pipelines.run_once import RunFailed, conflict_warning, run_once
 
-    if not (args.telemetry / "sealed").is_dir():
+    settings = settings_from(args)
+    if not (settings.telemetry / "sealed").is_dir():
         raise UserFacingError(
-            f"{args.telemetry} has no sealed/ folder: point --telemetry at a telemetry directory "
-            "(for example one written by `creator-econ simulate --out DIR`)"
+            f"{settings.telemetry} has no sealed/ folder: point --telemetry at a telemetry "
+            "directory (for example one written by `creator-econ simulate --out DIR`)"
         )
-    if args.ledger and not args.ledger.is_file():
-        raise UserFacingError(f"--ledger {args.ledger}: no runtime ledger database there")
-    settings = PipelineSettings(
-        telemetry_dir=str(args.telemetry),
-        marts_dir=str(args.marts),
-        warehouse=args.warehouse or default_dsn(args.data),
-        cost_model=str(args.cost_model or ""),
-        ledger=str(args.ledger or ""),
-        batch_mb=args.batch_mb,
-    )
+    if settings.ledger and not settings.ledger.is_file():
+        raise UserFacingError(f"--ledger {settings.ledger}: no runtime ledger database there")
     _check_settings(settings)
     started = time.perf_counter()
-    definitions = [*ASSETS, *CHECKS]
-    # Show the pipeline's own progress lines, not Dagster's per-event debug log.
-    logs = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    # Two runs: ingest (with its checks), then the marts over the days it left dirty. The
-    # second's partition range is only known once the first has loaded the new events.
-    loaded = dg.materialize(
-        definitions,
-        selection=dg.AssetSelection.groups("warehouse"),
-        resources={"settings": settings},
-        run_config=logs,
-        raise_on_error=False,
-    )
-    if not loaded.success:
-        _publish_health(definitions, settings, logs)
-        raise UserFacingError(_failure_message(loaded))
-    request = marts_run_after(loaded)
-    if request is None:
-        print("marts: no dirty day (no new or late events since the last publish); unchanged")
-    else:
-        print(f"marts: recomputing {request.describe()}", flush=True)
-        published = dg.materialize(
-            definitions,
-            selection=dg.AssetSelection.groups("marts"),
-            resources={"settings": settings},
-            run_config={**logs, **request.run_config()},
-            tags=request.tags(),
-            raise_on_error=False,
-        )
-        if not published.success:
-            _publish_health(definitions, settings, logs)
-            raise UserFacingError(_failure_message(published))
-        print(f"marts: recomputed days {recomputed(published)}")
-    _publish_health(definitions, settings, logs)
-    _warn_of_conflicts(loaded)
-    print(f"run complete in {time.perf_counter() - started:.1f}s; marts in {args.marts}")
+    try:
+        summary = run_once(PipelineSettings.of(settings), say=lambda line: print(line, flush=True))
+    except RunFailed as exc:
+        raise UserFacingError(str(exc)) from exc
+    if summary.recomputed is not None:
+        print(f"marts: recomputed days {summary.recomputed}")
+    if summary.conflicting_duplicates:
+        print(f"warning: {conflict_warning(summary.conflicting_duplicates)}", file=sys.stderr)
+    print(f"run complete in {time.perf_counter() - started:.1f}s; marts in {settings.marts}")
     return 0
 
 
-def _publish_health(definitions: list, settings, logs: dict) -> None:
-    """The data health page, after every run, a failed one included: that is when it matters."""
-    import dagster as dg
-
-    dg.materialize(
-        definitions,
-        selection=dg.AssetSelection.assets("data_health"),
-        resources={"settings": settings},
-        run_config=logs,
-        raise_on_error=False,
-    )
-
-
-def _warn_of_conflicts(loaded) -> None:
-    from ingest.schema import QUARANTINE
-
-    for materialization in loaded.asset_materializations_for_node("ingest_telemetry"):
-        conflicting = materialization.metadata.get("conflicting_duplicates")
-        if conflicting is not None and conflicting.value:
-            print(
-                f"warning: {conflicting.value:,} lines reused a loaded event_id with a different "
-                f"payload; they are in the {QUARANTINE} table (conflicting_duplicate)",
-                file=sys.stderr,
-            )
-            return
-
-
-def _check_settings(settings) -> None:
+def _check_settings(settings: Settings) -> None:
     """Fail fast, in one line, on what the user can fix: the cost model and the warehouse."""
-    from ingest.warehouse import WarehouseError
     from models.cost_model import CostModelError, load_cost_model
+    from warehouse.connection import WarehouseError, connect
 
     try:
-        load_cost_model(Path(settings.cost_model) if settings.cost_model else None)
-        with settings.client() as client:
+        load_cost_model(settings.cost_model)
+        client = connect(settings.warehouse_dsn)
+        try:
             client.command("SELECT 1")
+        finally:
+            client.close()
     except (CostModelError, WarehouseError) as exc:
         raise UserFacingError(str(exc)) from exc
-
-
-def _failure_message(result) -> str:
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed and evaluation.blocking:
-            asset = evaluation.asset_key.to_user_string()
-            return (
-                f"blocking check {evaluation.check_name} on {asset} failed, the steps after it "
-                f"did not run: {evaluation.description}"
-            )
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None and "dagster" in error.cls_name.lower():
-                error = error.cause
-            return f"step {event.step_key} failed: {error.message.strip()}"
-    return "the run failed; see the log above"
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from live_runtime.policy import PolicyError, load_policy
-    from live_runtime.server.app import RuntimeConfig, create_app
+    from live_runtime.server.app import create_app
+    from live_runtime.server.runtime import RuntimeConfig
 
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:
         raise UserFacingError(str(exc)) from exc
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    runtime_dir = Settings.from_text(environment()).runtime_dir
+    db = args.db or runtime_dir / "ledger.db"
+    telemetry = args.telemetry or runtime_dir / "telemetry"
+    db.parent.mkdir(parents=True, exist_ok=True)
     config = RuntimeConfig(
-        db=args.db,
-        telemetry=args.telemetry,
+        db=db,
+        telemetry=telemetry,
         source=args.source,
         policy=policy,
         group_commit=not args.no_group_commit,
     )
-    _check_port_free(args.host, args.port)
+    listener = _listen(args.host, args.port)
     try:
         app = create_app(config)
     except ValueError as exc:
+        listener.close()
         raise UserFacingError(str(exc)) from exc
+    host, port = listener.getsockname()[:2]
     print(
-        f"runtime on http://{args.host}:{args.port} (API description at /openapi.json); "
-        f"ledger {args.db}, telemetry {args.telemetry}, policy {policy.version}",
+        f"runtime on http://{host}:{port} (API description at /openapi.json); "
+        f"ledger {db}, telemetry {telemetry}, policy {policy.version}",
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[listener])
     return 0
 
 
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise UserFacingError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
-            ) from exc
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound here so a busy port is a one-line error and port 0
+    is a free port known before the first request."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise UserFacingError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+        ) from exc
 
 
 def _load(args: argparse.Namespace) -> int:
-    from live_runtime.load import LoadError, run_load
+    from loadgen.scenario import LoadError, run_load
 
     try:
         report = run_load(
@@ -323,8 +267,8 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from ingest.reconcile import ReconcileError, reconcile
-    from ingest.warehouse import WarehouseError, connect
+    from quality.reconcile import ReconcileError, reconcile
+    from warehouse.connection import WarehouseError, connect
 
     try:
         client = connect(args.warehouse)

@@ -7,9 +7,9 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 
-from live_runtime.sim_format import labels, uuid4_strings
-from live_runtime.sim_money import COIN_PACKS, CURRENCY, commission, processor_fee, store_fee
-from live_runtime.sim_world import (
+from simulator.lines import labels, uuid4_strings
+from simulator.money import COIN_PACKS, CURRENCY, commission, processor_fee, store_fee
+from simulator.world import (
     DAY_US,
     SECOND_US,
     Creators,

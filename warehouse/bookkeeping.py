@@ -1,76 +1,14 @@
-"""Warehouse tables: one typed raw table per event type, plus the ingest bookkeeping tables.
-
-Each table's DDL is built by a function from the event model, so the schema follows the telemetry
-contract. Raw tables are partitioned by month and ordered by time, the access path of every
-model; `_file` and `_line` record where each row came from.
-"""
+"""The pipeline's own records in the warehouse: the deduplication index, the quarantine, the
+per-file ingest log, started loads, dirty mart days and data-quality outcomes."""
 
 from __future__ import annotations
-
-from clickhouse_connect.driver.client import Client
-
-from live_runtime.events import EVENT_FIELDS, Field
-
-# Columns whose values come from a small closed set are stored as LowCardinality.
-_LOW_CARDINALITY = {"currency", "channel", "reason", "region", "quality", "source"}
-
-KIND_TYPES = {
-    "string": "String",
-    "nullable_string": "Nullable(String)",
-    "int": "Int64",
-    "number": "Float64",
-    "time": "DateTime64(6, 'UTC')",
-    "date": "Date32",
-    "strings": "Array(String)",
-    "splits": "Array(Tuple(creator_id String, share_minor Int64))",
-}
-
-_KIND_COMMENTS = {
-    "int": "integer; *_minor columns are money in minor units of the currency",
-    "number": "non-negative number",
-    "time": "UTC time",
-    "date": "UTC date",
-    "strings": "list of ids",
-    "splits": "value of the gift per creator, minor units",
-    "nullable_string": "null when not applicable",
-    "string": "as sent",
-}
 
 INGEST_LOG = "ingest_log"
 QUARANTINE = "quarantine"
 EVENT_INDEX = "event_index"
 INGEST_ATTEMPTS = "ingest_attempts"
 MARTS_DIRTY_DAYS = "marts_dirty_days"
-
-
-def raw_table(event_type: str) -> str:
-    return f"raw_{event_type}"
-
-
-def column_type(field: Field) -> str:
-    if field.kind == "string" and field.name in _LOW_CARDINALITY:
-        return "LowCardinality(String)"
-    return KIND_TYPES[field.kind]
-
-
-def raw_table_ddl(event_type: str) -> str:
-    columns = [
-        "event_id UUID COMMENT 'deduplication key'",
-        "occurred_at DateTime64(6, 'UTC') COMMENT 'when it happened, UTC'",
-        "source LowCardinality(String) COMMENT 'emitting runtime instance'",
-        *(
-            f"{f.name} {column_type(f)} COMMENT '{event_type}.{f.name}: {_KIND_COMMENTS[f.kind]}'"
-            for f in EVENT_FIELDS[event_type]
-        ),
-        "_file String COMMENT 'sealed telemetry file the event was loaded from'",
-        "_line UInt64 COMMENT 'line number in that file, from 1'",
-    ]
-    body = ",\n  ".join(columns)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {raw_table(event_type)} (\n  {body}\n)\n"
-        "ENGINE = MergeTree\nPARTITION BY toYYYYMM(occurred_at)\nORDER BY (occurred_at, event_id)\n"
-        f"COMMENT 'telemetry {event_type} events, one row per distinct event_id'"
-    )
+CHECK_RESULTS = "check_results"
 
 
 def event_index_ddl() -> str:
@@ -136,17 +74,18 @@ ORDER BY day
 COMMENT 'days whose mart partitions are stale; deleted once marts covering them are published'"""
 
 
-def all_ddl() -> list[str]:
-    return [
-        *(raw_table_ddl(t) for t in EVENT_FIELDS),
-        event_index_ddl(),
-        quarantine_ddl(),
-        ingest_log_ddl(),
-        ingest_attempts_ddl(),
-        marts_dirty_days_ddl(),
-    ]
-
-
-def ensure_schema(client: Client) -> None:
-    for ddl in all_ddl():
-        client.command(ddl)
+def check_results_ddl() -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {CHECK_RESULTS} (
+  checked_at DateTime64(6, 'UTC') COMMENT 'when the check ran',
+  run_id String COMMENT 'pipeline run that ran it, empty outside a run',
+  suite LowCardinality(String) COMMENT 'raw, marts, freshness or ledger',
+  check_name String COMMENT 'check name',
+  target String COMMENT 'table the outcome is about',
+  passed Bool COMMENT 'whether the data met the expectation',
+  severity LowCardinality(String) COMMENT 'error blocks publishing the marts, warn does not',
+  observed String COMMENT 'what the check saw',
+  description String COMMENT 'what the check expects'
+)
+ENGINE = MergeTree
+ORDER BY (suite, check_name, target, checked_at)
+COMMENT 'every data-quality check outcome, newest per check and target is the current one'"""

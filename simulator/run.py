@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from live_runtime.sim_commerce import (
+from simulator.commerce import (
     Batch,
     Ledger,
     offline_coin_purchases,
     offline_orders,
     payouts,
 )
-from live_runtime.sim_format import event_lines
-from live_runtime.sim_live import live_events
-from live_runtime.sim_output import EventSink
-from live_runtime.sim_world import Creators, Sessions, Window, draw_creators, plan_sessions
+from simulator.lines import event_lines
+from simulator.live import live_events
+from simulator.output import EventSink
+from simulator.world import Creators, Sessions, Window, draw_creators, plan_sessions
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from live_runtime.events import EVENT_FIELDS, SCHEMA_VERSION, Field
+from telemetry.events import EVENT_FIELDS, SCHEMA_VERSION, Field
 
 # Order of event types that share an instant: a session starts before anyone joins it, and
 # people leave and usage is reported before it ends.

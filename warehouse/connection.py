@@ -7,15 +7,9 @@ from pathlib import Path
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-DEFAULT_DATA_DIR = Path("data")
-
 
 class WarehouseError(RuntimeError):
     """A warehouse problem explained for the person running the command."""
-
-
-def default_dsn(data_dir: Path = DEFAULT_DATA_DIR) -> str:
-    return f"chdb://{Path(data_dir).resolve() / 'warehouse'}"
 
 
 def is_embedded(dsn: str) -> bool:

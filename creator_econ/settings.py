@@ -1,0 +1,114 @@
+"""Every setting of the pipeline with its default, written once, and the one place that reads
+the environment.
+
+The command line builds `Settings` from its flags; Dagster builds its `settings` resource from
+the `CREATOR_ECON_*` variables (as `dg.EnvVar`, so the UI shows where a value came from and never
+the value of a DSN with a password); the dashboards read the marts folder their launcher set.
+A setting left empty takes its default here, and paths under the data folder follow it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ENV: dict[str, str] = {
+    "data_dir": "CREATOR_ECON_DATA",
+    "telemetry_dir": "CREATOR_ECON_TELEMETRY",
+    "marts_dir": "CREATOR_ECON_MARTS",
+    "warehouse": "CREATOR_ECON_WAREHOUSE",
+    "cost_model": "CREATOR_ECON_COST_MODEL",
+    "ledger": "CREATOR_ECON_LEDGER",
+    "batch_mb": "CREATOR_ECON_BATCH_MB",
+    "freshness_hours": "CREATOR_ECON_FRESHNESS_HOURS",
+}
+MB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the pipeline reads and writes, and how much it takes at once."""
+
+    data_dir: Path = Path("data")
+    telemetry_dir: Path | None = None  # None: <data>/telemetry
+    marts_dir: Path | None = None  # None: <data>/marts
+    warehouse: str = ""  # "": the embedded warehouse in <data>/warehouse
+    cost_model: Path | None = None  # None: the cost model shipped with the project
+    ledger: Path | None = None  # runtime ledger to reconcile with; None: no reconciliation
+    batch_mb: int = 512  # telemetry loaded per ingest batch; smaller uses less memory
+    freshness_hours: float = 24.0  # no new sealed file for longer than this is a warning
+
+    @property
+    def telemetry(self) -> Path:
+        return self.telemetry_dir or self.data_dir / "telemetry"
+
+    @property
+    def marts(self) -> Path:
+        return self.marts_dir or self.data_dir / "marts"
+
+    @property
+    def warehouse_dsn(self) -> str:
+        return self.warehouse or embedded_dsn(self.data_dir)
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.batch_mb * MB
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where `runtime serve` keeps its ledger and telemetry unless told otherwise."""
+        return self.data_dir / "runtime"
+
+    @classmethod
+    def from_text(cls, values: Mapping[str, str]) -> Settings:
+        """Settings from text values by field name (flags or environment); empty means default."""
+        given = {name: value.strip() for name, value in values.items() if value.strip()}
+        unknown = set(given) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {sorted(unknown)}")
+        typed: dict[str, object] = {}
+        for name, value in given.items():
+            typed[name] = _typed(name, value)
+        return cls(**typed)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls.from_text(environment())
+
+
+def environment() -> dict[str, str]:
+    """The settings given in the environment, by field name: the one place that reads it."""
+    return {name: os.environ[var] for name, var in ENV.items() if os.environ.get(var, "").strip()}
+
+
+def embedded_dsn(data_dir: Path) -> str:
+    return f"chdb://{Path(data_dir).resolve() / 'warehouse'}"
+
+
+DEFAULTS = Settings()
+
+
+def _typed(name: str, value: str) -> object:
+    """The value of a text setting, or a one-line error naming its variable."""
+    where = f"{ENV[name]}={value!r}"
+    if name == "batch_mb":
+        if not value.isdigit() or int(value) < 1:
+            raise SettingsError(f"{where}: give a whole number of megabytes, at least 1")
+        return int(value)
+    if name == "freshness_hours":
+        try:
+            hours = float(value)
+        except ValueError:
+            hours = -1.0
+        if not hours > 0:
+            raise SettingsError(f"{where}: give a positive number of hours")
+        return hours
+    if name == "warehouse":
+        return value
+    return Path(value)

@@ -1,0 +1,138 @@
+"""The SQL of one ingest batch, over the staging tables (warehouse/staging_tables.py).
+
+A staged line's position is `(file index << FILE_SHIFT) | line number`, so every statement can
+name a line's file (bound as the array of the batch's file names) and line without a join.
+"""
+
+from __future__ import annotations
+
+from telemetry.events import EVENT_FIELDS
+from warehouse.bookkeeping import EVENT_INDEX, INGEST_ATTEMPTS, INGEST_LOG, QUARANTINE
+from warehouse.raw_tables import raw_table
+from warehouse.staging_tables import CLASSIFIED, LINES, PARSED
+
+FILE_SHIFT = 40  # a line's position is (file index << 40) | line number
+NOT_QUARANTINED = ("loaded", "duplicate")
+FILE_NAME = f"{{files:Array(String)}}[bitShiftRight(pos, {FILE_SHIFT}) + 1]"
+LINE_NUMBER = f"bitAnd(pos, {(1 << FILE_SHIFT) - 1})"
+
+STAGE_FILE = (
+    f"INSERT INTO {LINES} (pos, line) SELECT {{base:UInt64}} + _row_number + 1, line "
+    "FROM file({path:String}, LineAsString)"
+)
+
+# Each valid line is new, an exact duplicate, or a conflicting duplicate of the first occurrence
+# of its event_id: in the index if already loaded, else earliest in this batch.
+CLASSIFY = f"""
+INSERT INTO {CLASSIFIED}
+SELECT p.*,
+  multiIf(
+    p.quarantine_reason != '', p.quarantine_reason,
+    k.known = 1 AND k.known_hash = p.payload_hash, 'duplicate',
+    k.known = 1, 'conflicting_duplicate',
+    f.first_pos != 0 AND f.first_pos != p.pos AND f.first_hash = p.payload_hash, 'duplicate',
+    f.first_pos != 0 AND f.first_pos != p.pos, 'conflicting_duplicate',
+    'loaded')
+FROM {PARSED} AS p
+LEFT JOIN (
+  SELECT event_id AS id, any(payload_hash) AS known_hash, toUInt8(1) AS known
+  FROM {EVENT_INDEX}
+  WHERE event_id IN (SELECT event_id_uuid FROM {PARSED} WHERE quarantine_reason = '')
+  GROUP BY event_id
+) AS k ON p.event_id_uuid = k.id
+LEFT JOIN (
+  SELECT event_id_uuid AS id, argMin(payload_hash, pos) AS first_hash, min(pos) AS first_pos
+  FROM {PARSED} WHERE quarantine_reason = ''
+  GROUP BY event_id_uuid
+  HAVING count() > 1  -- ids seen once in the batch need no lookup: keeps the join small
+) AS f ON p.event_id_uuid = f.id"""
+
+# Classification without deduplication, only for measuring what deduplication costs.
+ACCEPT_ALL = (
+    f"INSERT INTO {CLASSIFIED} SELECT p.*, if(p.quarantine_reason != '', "
+    f"p.quarantine_reason, 'loaded') FROM {PARSED} AS p"
+)
+
+
+def write_raw_sql(event_type: str) -> str:
+    """Copies the batch's loaded lines of one event type into its raw table."""
+    names = ["occurred_at", "source", *(f.name for f in EVENT_FIELDS[event_type])]
+    return (
+        f"INSERT INTO {raw_table(event_type)} (event_id, {', '.join(names)}, _file, _line) "
+        f"SELECT event_id_uuid, {', '.join(names)}, {FILE_NAME}, {LINE_NUMBER} FROM {CLASSIFIED} "
+        f"WHERE outcome = 'loaded' AND event_type = '{event_type}'"
+    )
+
+
+WRITE_INDEX = (
+    f"INSERT INTO {EVENT_INDEX} (event_id, payload_hash, event_type, _file) "
+    f"SELECT event_id_uuid, payload_hash, event_type, {FILE_NAME} FROM {CLASSIFIED} "
+    "WHERE outcome = 'loaded'"
+)
+
+WRITE_QUARANTINE = f"""
+INSERT INTO {QUARANTINE}
+SELECT {FILE_NAME}, {LINE_NUMBER}, q.outcome, ifNull(q.event_id, ''), ifNull(q.event_type, ''),
+       l.line, now64(6)
+FROM {LINES} AS l INNER JOIN (
+  SELECT pos, outcome, event_id, event_type FROM {CLASSIFIED}
+  WHERE outcome NOT IN {NOT_QUARANTINED}) AS q USING pos"""
+
+# Days whose metrics the batch's new events can change: their own day, for usage the day of the
+# interval's start (the day its cost belongs to), and for a newly paid order the days of its
+# refunds and other paid events (a refund counts once its order is known, and an order is dated
+# by its first paid event).
+_NEW_ORDERS = (
+    f"SELECT order_id FROM {CLASSIFIED} "
+    "WHERE outcome = 'loaded' AND event_type = 'order_paid' AND order_id IS NOT NULL"
+)
+TOUCHED_DAYS = f"""
+SELECT DISTINCT toDate(occurred_at) FROM {CLASSIFIED} WHERE outcome = 'loaded'
+UNION DISTINCT SELECT DISTINCT toDate(interval_start) FROM {CLASSIFIED}
+  WHERE outcome = 'loaded' AND event_type = 'media_usage'
+UNION DISTINCT SELECT DISTINCT toDate(occurred_at) FROM {raw_table("order_refunded")}
+  WHERE order_id IN ({_NEW_ORDERS})
+UNION DISTINCT SELECT DISTINCT toDate(occurred_at) FROM {raw_table("order_paid")}
+  WHERE order_id IN ({_NEW_ORDERS})"""
+
+FILE_COUNTS = f"""
+SELECT bitShiftRight(pos, {FILE_SHIFT}) AS file_index, count(),
+       countIf(outcome = 'loaded'), countIf(outcome = 'duplicate'),
+       countIf(outcome NOT IN {NOT_QUARANTINED}), countIf(outcome = 'conflicting_duplicate')
+FROM {CLASSIFIED} GROUP BY file_index"""
+
+# Files whose load started but never reached the ingest log: a crash interrupted them.
+INTERRUPTED_FILES = (
+    f"SELECT DISTINCT _file FROM {INGEST_ATTEMPTS} "
+    f"WHERE _file NOT IN (SELECT _file FROM {INGEST_LOG})"
+)
+# Every table an interrupted load may have written rows to, each row tagged with its `_file`.
+ROLLED_BACK_TABLES = (*(raw_table(t) for t in EVENT_FIELDS), EVENT_INDEX, QUARANTINE)
+
+
+def delete_files_sql(table: str) -> str:
+    return f"DELETE FROM {table} WHERE _file IN {{files:Array(String)}}"
+
+
+LOADED_FILES = f"SELECT _file FROM {INGEST_LOG}"
+
+INGEST_LOG_COLUMNS = [
+    "_file",
+    "lines_read",
+    "loaded",
+    "duplicates",
+    "quarantined",
+    "conflicting",
+    "bytes",
+    "ingested_at",
+]
+ATTEMPT_COLUMNS = ["_file", "started_at"]
+QUARANTINE_COLUMNS = [
+    "_file",
+    "_line",
+    "reason",
+    "event_id",
+    "event_type",
+    "raw_line",
+    "quarantined_at",
+]

@@ -1,0 +1,69 @@
+"""Creator-led selling: products, checkout, refunds and payouts."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from live_runtime.ledger import commerce
+from live_runtime.server import inputs
+from live_runtime.server.context import caller, idempotent_body, runtime_of
+
+
+async def create_product(request: Request) -> Response:
+    runtime, creator = runtime_of(request), caller(request, "creator")
+    body, _ = await inputs.json_body(request)
+    return await runtime.run(
+        partial(
+            commerce.create_product,
+            policy=runtime.policy,
+            creator_id=creator.id,
+            name=inputs.text(body, "name"),
+            price=inputs.integer(body, "price_minor", low=-inputs.INT64_MAX),
+        )
+    )
+
+
+async def products(request: Request) -> Response:
+    caller(request)
+    creator_id = request.path_params["creator_id"]
+    return await runtime_of(request).run(partial(commerce.list_products, creator_id=creator_id))
+
+
+async def order(request: Request) -> Response:
+    runtime, user = runtime_of(request), caller(request, "user")
+    body, key = await idempotent_body(request, user)
+    return await runtime.run(
+        partial(
+            commerce.checkout,
+            policy=runtime.policy,
+            buyer_id=user.id,
+            product_id=inputs.text(body, "product_id"),
+            quantity=inputs.integer(body, "quantity", low=-inputs.INT64_MAX),
+            session_id=inputs.optional_text(body, "session_id"),
+        ),
+        key,
+    )
+
+
+async def refund(request: Request) -> Response:
+    runtime, creator = runtime_of(request), caller(request, "creator")
+    body, _ = await inputs.json_body(request)
+    return await runtime.run(
+        partial(
+            commerce.refund_order,
+            creator_id=creator.id,
+            order_id=request.path_params["order_id"],
+            reason=inputs.text(body, "reason", default="requested_by_seller"),
+        )
+    )
+
+
+async def payout(request: Request) -> Response:
+    runtime, creator = runtime_of(request), caller(request, "creator")
+    _, key = await idempotent_body(request, creator)
+    return await runtime.run(
+        partial(commerce.payout, policy=runtime.policy, creator_id=creator.id), key
+    )

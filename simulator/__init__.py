@@ -1,0 +1,1 @@
+"""A seeded simulation of a whole platform that writes telemetry exactly as the runtime does."""
