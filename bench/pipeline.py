@@ -6,7 +6,7 @@ Steps, all on the same files in one invocation:
 
 1. simulate the telemetry in-process (`simulator.run.simulate`), picking the creators
    count for the target events from short calibration runs unless --creators is given;
-2. baseline: the bare ClickHouse bulk load of shared/DESIGN.md ("Parse JSON in bulk"):
+2. baseline: the bare ClickHouse bulk load of docs/architecture.md ("Parse JSON in bulk"):
    `INSERT INTO t SELECT ... FROM file(path, JSONEachRow, 'schema')` of the envelope columns of
    every sealed file into a fresh MergeTree table, no validation, no dedup; in a subprocess
    with its own fresh chDB path;

@@ -1,4 +1,4 @@
-"""The versioned cost model file (shared/METRICS.md) turned into exact integer prices.
+"""The versioned cost model file (docs/metrics.md) turned into exact integer prices.
 
 Prices are held as integer pico-units (1e-12) of the reporting currency, so every cost the
 models compute is an exact integer sum until it is published as a decimal.

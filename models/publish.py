@@ -2,7 +2,7 @@
 
 Behind the published files, each mart is kept per partition (`PartitionStore`): a recompute
 rewrites only the partitions it recomputed, and the published file is assembled from all of
-them. The published contract stays one file per mart (shared/METRICS.md, "Published marts").
+them. The published contract stays one file per mart (docs/metrics.md, "Published marts").
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ FULL_WINDOW = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, tzinfo=U
 
 
 def week_of(day: date) -> date:
-    """The Monday that keys the week holding `day` (METRICS.md: weeks start on Monday)."""
+    """The Monday that keys the week holding `day` (docs/metrics.md: weeks start on Monday)."""
     return day - timedelta(days=day.weekday())
 
 

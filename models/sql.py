@@ -1,4 +1,4 @@
-"""The metric definitions of shared/METRICS.md as DuckDB SQL, run in order.
+"""The metric definitions of docs/metrics.md as DuckDB SQL, run in order.
 
 Money is carried as exact integer pico-units (1e-12) of the reporting currency (HUGEINT) and
 published as DECIMAL(38, 9); ratios are DOUBLE and NULL when their denominator is zero. Inputs

@@ -37,7 +37,7 @@ MART_SPECS = [
         name,
         group_name="marts",
         deps=[s.key for s in RAW_SPECS],
-        description=f"Published mart {name}.parquet (shared/METRICS.md), by UTC day.",
+        description=f"Published mart {name}.parquet (docs/metrics.md), by UTC day.",
     )
     for name in MARTS
 ]

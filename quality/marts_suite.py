@@ -182,7 +182,7 @@ def mart_checks(frames: Mapping[str, pd.DataFrame]) -> list[Expectation]:
 
 
 def _grain_checks(mart: str, grain: tuple[str, ...]) -> list[Expectation]:
-    description = f"One row per {' and '.join(grain)}, with no empty key (shared/METRICS.md)."
+    description = f"One row per {' and '.join(grain)}, with no empty key (docs/metrics.md)."
     unique = (
         ("ExpectColumnValuesToBeUnique", {"column": grain[0]})
         if len(grain) == 1

@@ -29,7 +29,7 @@ USAGE_FIELDS = (
     "egress_bytes",
     "recording_bytes",
 )
-# (event type, column or SQL expression over its rows, least allowed value); shared/TELEMETRY.md
+# (event type, column or SQL expression over its rows, least allowed value); docs/telemetry.md
 _LOWER_BOUNDS: tuple[tuple[str, str, int], ...] = (
     *(
         (t, f.name, 0)
@@ -112,7 +112,7 @@ RAW_CHECKS: tuple[Expectation, ...] = (
     Expectation(
         "amounts_within_bounds",
         "error",
-        "Money amounts and usage are not negative, coins are positive (shared/TELEMETRY.md).",
+        "Money amounts and usage are not negative, coins are positive (docs/telemetry.md).",
         "raw_bounds",
         "ExpectColumnPairValuesAToBeGreaterThanB",
         {

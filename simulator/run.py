@@ -3,7 +3,7 @@
 It stands in for production telemetry in development, tests and benchmarks: a creator
 population with heavy-tailed audiences streams on most days for a month, viewers gift and
 buy, creators sell and are paid weekly, and every event goes into sealed files per
-shared/TELEMETRY.md, including at-least-once redeliveries. The same arguments always
+docs/telemetry.md, including at-least-once redeliveries. The same arguments always
 produce byte-identical files.
 
 Events are generated a day at a time (the sessions starting that day with everything that

@@ -1,4 +1,4 @@
-"""The telemetry event model (shared/TELEMETRY.md, schema version 1), defined once.
+"""The telemetry event model (docs/telemetry.md, schema version 1), defined once.
 
 The simulator writes events from this model and ingest builds its warehouse tables and its
 validation from it, so producer and consumer cannot drift apart.

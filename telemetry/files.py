@@ -1,4 +1,4 @@
-"""Telemetry files per shared/TELEMETRY.md: append to `open/`, seal atomically into `sealed/`."""
+"""Telemetry files per docs/telemetry.md: append to `open/`, seal atomically into `sealed/`."""
 
 from __future__ import annotations
 

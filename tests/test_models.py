@@ -1,6 +1,6 @@
 """`build_marts` on small hand-built inputs, checked against numbers worked out by hand.
 
-Every expected value below is derived from shared/METRICS.md with pencil-and-paper arithmetic
+Every expected value below is derived from docs/metrics.md with pencil-and-paper arithmetic
 (written out next to it), never by running the models. The inputs are Arrow tables with the
 column names and types the ClickHouse queries of `models.extract.QUERIES` produce.
 
@@ -555,7 +555,7 @@ def test_session_economics(marts: dict[str, pa.Table]) -> None:
 
 
 def test_session_creator_ids_keep_the_owner_first_when_two_hosts_start() -> None:
-    # session_started lists the hosts present at the start, the owner first (TELEMETRY.md):
+    # session_started lists the hosts present at the start, the owner first (docs/telemetry.md):
     # here the owner "zoe" sorts after her co-host "amy"; "bo" joins later.
     x = Inputs()
     x.session("s-pair", "2026-03-10 20:00", ["zoe", "amy"], end="2026-03-10 21:00")

@@ -1,4 +1,4 @@
-"""The simulator writes exactly the contract (shared/TELEMETRY.md), repeatably and plausibly."""
+"""The simulator writes exactly the contract (docs/telemetry.md), repeatably and plausibly."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ st.markdown(
     "Two questions drive this app: **does effort turn into income for creators**, often and "
     "early rather than as a lottery, and **does the platform's cost per live minute and per "
     "transaction stay under control** as it grows. Every number comes from the published marts "
-    "and follows the definitions in `shared/METRICS.md`."
+    "and follows the definitions in `docs/metrics.md`."
 )
 
 st.page_link("views/finance.py", label="Finance", icon=":material/payments:")
