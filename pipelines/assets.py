@@ -11,7 +11,8 @@ from ingest.dirty_days import clear_dirty_days
 from ingest.loader import ingest
 from models.build import build_update, model_fingerprint, tier_bounds
 from models.cost_model import CostModel, load_cost_model
-from models.extract import extract, plan_refresh
+from models.extract import extract
+from models.planning import plan_refresh
 from models.publish import MartsUpdate, PartitionStore, publish_update
 from models.recompute import Plan, format_days, format_window
 from models.sql import MARTS

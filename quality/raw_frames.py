@@ -1,0 +1,182 @@
+"""The small frames the raw suite validates: one row per table, column or file, each row one
+aggregate query computed in ClickHouse. The statements come first, the frames built from them
+after."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from clickhouse_connect.driver.client import Client
+
+from telemetry.events import EVENT_FIELDS
+from warehouse.bookkeeping import EVENT_INDEX, INGEST_LOG, QUARANTINE
+from warehouse.raw_tables import RAW_TABLES, raw_table
+
+QUARANTINE_SHARE_WARN = 0.01  # more than this share of lines quarantined is worth a look
+
+USAGE_FIELDS = (
+    "publisher_seconds",
+    "viewer_seconds",
+    "transcode_seconds",
+    "relay_seconds",
+    "egress_bytes",
+    "recording_bytes",
+)
+# (event type, column or SQL expression over its rows, least allowed value); docs/telemetry.md
+_LOWER_BOUNDS: tuple[tuple[str, str, int], ...] = (
+    *(
+        (t, f.name, 0)
+        for t, fields in EVENT_FIELDS.items()
+        for f in fields
+        if f.is_money and f.kind == "int"
+    ),
+    ("coins_purchased", "coins", 1),
+    ("gift_sent", "coins", 1),
+    ("gift_sent", "splits.share_minor", 0),
+    *(("media_usage", name, 0) for name in USAGE_FIELDS),
+)
+BOUNDED_TABLES = tuple(dict.fromkeys(raw_table(t) for t, _, _ in _LOWER_BOUNDS))
+
+# (event type, rule, SQL condition a row breaks it with)
+_INVARIANTS: tuple[tuple[str, str, str], ...] = (
+    (
+        "gift_sent",
+        "shares + platform fee = value",
+        "arraySum(s -> tupleElement(s, 'share_minor'), splits) + platform_fee_minor != value_minor",
+    ),
+    (
+        "order_paid",
+        "creator net = gross - payment fee - commission",
+        "creator_net_minor != gross_minor - payment_fee_minor - commission_minor",
+    ),
+    ("media_usage", "interval ends after it starts", "interval_end < interval_start"),
+    ("payout_issued", "period ends after it starts", "period_end < period_start"),
+)
+INVARIANT_TABLES = tuple(raw_table(t) for t, _, _ in _INVARIANTS)
+
+# (event type, id column, a repeat counts money twice in the marts)
+_BUSINESS_IDS: tuple[tuple[str, str, bool], ...] = (
+    ("gift_sent", "gift_id", True),
+    ("coins_purchased", "purchase_id", True),
+    ("order_paid", "order_id", False),  # the models keep an order's first event
+    ("order_refunded", "order_id", False),  # and a refund's first event
+    ("payout_issued", "payout_id", False),  # payouts are not in the marts
+    ("session_started", "session_id", False),  # sessions keep their first start and end
+    ("session_ended", "session_id", False),
+)
+MONEY_ID_TABLES = tuple(raw_table(t) for t, _, money in _BUSINESS_IDS if money)
+OTHER_ID_TABLES = tuple(raw_table(t) for t, _, money in _BUSINESS_IDS if not money)
+
+# --- statements ---------------------------------------------------------------------------------
+
+INDEXED_BY_TYPE = f"SELECT event_type, count() FROM {EVENT_INDEX} GROUP BY event_type"
+
+
+def table_stats_sql(event_type: str) -> str:
+    table = raw_table(event_type)
+    return (
+        f"SELECT '{table}', count(), uniqExact(event_id), minOrNull(occurred_at), "
+        f"maxOrNull(occurred_at), countIf(occurred_at > {{limit:DateTime64(6, 'UTC')}}) "
+        f"FROM {table}"
+    )
+
+
+def lower_bound_sql(event_type: str, column: str, bound: int) -> str:
+    table = raw_table(event_type)
+    if column == "splits.share_minor":
+        least = f"SELECT minOrNull(s.share_minor) FROM {table} ARRAY JOIN splits AS s"
+    else:
+        least = f"SELECT minOrNull({column}) FROM {table}"
+    return f"SELECT '{table}', '{column}', ({least}), {bound}"
+
+
+def invariant_sql(event_type: str, rule: str, broken: str) -> str:
+    table = raw_table(event_type)
+    return f"SELECT '{table}', '{rule}', countIf({broken}) FROM {table}"
+
+
+def business_id_sql(event_type: str, column: str) -> str:
+    table = raw_table(event_type)
+    return f"SELECT '{table}', '{column}', count(), uniqExact({column}) FROM {table}"
+
+
+_REFUNDS, _ORDERS = raw_table("order_refunded"), raw_table("order_paid")
+REFUNDS_MATCH_ORDERS = f"""
+SELECT '{_REFUNDS}', count(), countIf(o.order_id = ''),
+       countIf(o.order_id != '' AND r.refund_minor != o.gross)
+FROM {_REFUNDS} AS r LEFT JOIN (
+  SELECT order_id, argMin(gross_minor, occurred_at) AS gross FROM {_ORDERS} GROUP BY order_id
+) AS o ON o.order_id = r.order_id SETTINGS join_use_nulls = 0"""
+
+FILE_LINES = (
+    f"SELECT _file, lines_read, loaded + duplicates + quarantined FROM {INGEST_LOG} ORDER BY _file"
+)
+_LOADED = f"(SELECT sum(loaded) FROM {INGEST_LOG})"
+_RAW_ROWS = " + ".join(f"(SELECT count() FROM {t})" for t in RAW_TABLES)
+INGEST_TOTALS = (
+    f"SELECT '{INGEST_LOG}', 'loaded lines vs raw rows', {_LOADED}, {_RAW_ROWS}",
+    f"SELECT '{INGEST_LOG}', 'loaded lines vs event index', {_LOADED}, "
+    f"(SELECT count() FROM {EVENT_INDEX})",
+    f"SELECT '{QUARANTINE}', 'quarantined lines vs quarantine rows', "
+    f"(SELECT sum(quarantined) FROM {INGEST_LOG}), (SELECT count() FROM {QUARANTINE})",
+)
+INGEST_SUMMARY = (
+    f"SELECT '{QUARANTINE}', sum(lines_read), sum(quarantined), sum(conflicting) FROM {INGEST_LOG}"
+)
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+
+def raw_frames(client: Client, now: datetime) -> dict[str, pd.DataFrame]:
+    """The small aggregate frames the raw suite validates."""
+    future = {"limit": now + timedelta(days=1)}
+    tables = _frame(
+        client,
+        ["table", "rows", "distinct_event_ids", "first_at", "last_at", "future_rows"],
+        [(table_stats_sql(t), future) for t in EVENT_FIELDS],
+    )
+    indexed = dict(client.query(INDEXED_BY_TYPE).result_rows)
+    tables["indexed"] = [indexed.get(t, 0) for t in EVENT_FIELDS]
+    refunds = _frame(
+        client, ["table", "refunds", "without_order", "not_full"], [(REFUNDS_MATCH_ORDERS, {})]
+    )
+    refunds["unmatched"] = refunds["without_order"] + refunds["not_full"]
+    summary = _frame(
+        client, ["table", "lines_read", "quarantined", "conflicting"], [(INGEST_SUMMARY, {})]
+    )
+    read = int(summary["lines_read"][0] or 0)
+    summary["quarantined_share"] = [int(summary["quarantined"][0] or 0) / read if read else 0.0]
+    return {
+        "raw_tables": tables,
+        "raw_bounds": _frame(
+            client,
+            ["table", "column", "min_value", "lower_bound"],
+            [(lower_bound_sql(*bound), {}) for bound in _LOWER_BOUNDS],
+        ),
+        "raw_invariants": _frame(
+            client, ["table", "rule", "broken"], [(invariant_sql(*i), {}) for i in _INVARIANTS]
+        ),
+        "raw_ids": _frame(
+            client,
+            ["table", "id", "rows", "distinct_ids"],
+            [(business_id_sql(t, column), {}) for t, column, _ in _BUSINESS_IDS],
+        ),
+        "raw_refunds": refunds,
+        "ingest_files": _frame(client, ["file", "lines_read", "accounted"], [(FILE_LINES, {})]),
+        "ingest_totals": _frame(
+            client, ["table", "what", "logged", "stored"], [(s, {}) for s in INGEST_TOTALS]
+        ),
+        "ingest_summary": summary,
+    }
+
+
+def _frame(
+    client: Client, columns: list[str], queries: list[tuple[str, dict[str, Any]]]
+) -> pd.DataFrame:
+    rows = [
+        row for sql, params in queries for row in client.query(sql, parameters=params).result_rows
+    ]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
