@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from live_runtime.ledger.schema import connect
+from live_runtime.ledger.schema import open_ledger
 from telemetry.files import TelemetryWriter, fsync_dir, parse_sealed_name
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class OutboxRelay:
         """`mark` records rows as relayed; by default on the relay's own connection. A busy
         ledger writer starves a second writing connection, so the runtime passes one that
         queues the marking to its writer instead."""
-        self.conn = connect(db_path)
+        self.conn = open_ledger(db_path)
         self.telemetry_dir = Path(telemetry_dir)
         self.source = source
         self.recovered = recover(self.conn, self.telemetry_dir, source)

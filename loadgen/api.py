@@ -50,7 +50,7 @@ class Live:
 
 
 @dataclass
-class Viewer:
+class WatchingUser:
     user: Actor
     live: Live
     coins: int = 0  # the wallet balance the server last reported
@@ -224,7 +224,7 @@ async def _add_cohost(api: RuntimeApi, live: Live, guest: Actor, weighted: bool)
         await _required(api, "set the split", "PUT", f"{base}/split", live.owner, body)
 
 
-async def connect_viewer(api: RuntimeApi, viewer: Viewer) -> None:
+async def connect_viewer(api: RuntimeApi, viewer: WatchingUser) -> None:
     url = f"{api.url}/v1/sessions/{viewer.live.id}/live".replace("http", "ws", 1)
     auth = {"Authorization": viewer.user.headers["Authorization"]}
     try:

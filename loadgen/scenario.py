@@ -26,7 +26,7 @@ from loadgen.api import (
     Live,
     LoadError,
     RuntimeApi,
-    Viewer,
+    WatchingUser,
     check_health,
     coin_packs,
     connect_viewer,
@@ -63,7 +63,7 @@ class Load:
         self.pack_weights: list[float] = []
         self.creators: list[Actor] = []
         self.lives: list[Live] = []
-        self.viewers: list[Viewer] = []
+        self.viewers: list[WatchingUser] = []
         self.orders: dict[str, list[str]] = {}  # creator id -> orders of theirs, to refund
         self.ws_messages = 0
         self.ended = False
@@ -85,9 +85,11 @@ class Load:
         users = await asyncio.gather(*(account("user", count + n) for n in range(self.users)))
         self.packs = await coin_packs(self.api, users[0])
         self.pack_weights = [1 / (1 + i) for i in range(len(self.packs))]  # small packs sell most
-        self.viewers = [Viewer(u, self.lives[n % len(self.lives)]) for n, u in enumerate(users)]
+        self.viewers = [
+            WatchingUser(u, self.lives[n % len(self.lives)]) for n, u in enumerate(users)
+        ]
 
-        async def ready(viewer: Viewer) -> None:
+        async def ready(viewer: WatchingUser) -> None:
             async with limit:
                 if self.watch_sessions:
                     await connect_viewer(self.api, viewer)
@@ -95,7 +97,7 @@ class Load:
 
         await asyncio.gather(*(ready(v) for v in self.viewers))
 
-    async def watch(self, viewer: Viewer) -> None:
+    async def watch(self, viewer: WatchingUser) -> None:
         """Counts what the server pushes to this viewer until the session ends."""
         socket = viewer.socket
         assert socket is not None
@@ -113,7 +115,7 @@ class Load:
 
     # One user's actions ------------------------------------------------------------------
 
-    async def buy(self, viewer: Viewer) -> None:
+    async def buy(self, viewer: WatchingUser) -> None:
         rng = viewer.user.rng
         coins = rng.choices(self.packs, self.pack_weights)[0]
         channel = rng.choices(list(CHANNEL_WEIGHTS), list(CHANNEL_WEIGHTS.values()))[0]
@@ -126,7 +128,7 @@ class Load:
         else:
             self._balance(viewer, "purchase", answer.body["balance_coins"], viewer.coins + coins)
 
-    def _balance(self, viewer: Viewer, kind: str, reported: int, expected: int) -> None:
+    def _balance(self, viewer: WatchingUser, kind: str, reported: int, expected: int) -> None:
         """Only this user moves this wallet, so every reported balance is predictable."""
         if viewer.unsure:
             viewer.unsure = False
@@ -135,7 +137,7 @@ class Load:
             self.rec.problem(kind, "wallet balance off", detail)
         viewer.coins = reported
 
-    async def gift(self, viewer: Viewer) -> None:
+    async def gift(self, viewer: WatchingUser) -> None:
         rng = viewer.user.rng
         coins = rng.choices(GIFT_COINS, GIFT_WEIGHTS)[0]
         if coins > viewer.coins and rng.random() >= OVERSPEND_SHARE:
@@ -157,7 +159,9 @@ class Load:
         if rng.random() < REPLAY_SHARE:
             await self.replay(viewer, path, key, body, answer)
 
-    async def replay(self, viewer: Viewer, path: str, key: str, body: dict, first: Answer) -> None:
+    async def replay(
+        self, viewer: WatchingUser, path: str, key: str, body: dict, first: Answer
+    ) -> None:
         """The same gift again, as a client would after a lost answer: the first answer comes
         back marked replayed, and the next gift's balance shows whether anything moved."""
         again = await self.api.call("gift", "POST", path, viewer.user, body, key)
@@ -165,7 +169,7 @@ class Load:
         if again is not None and (not again.replayed or again.body != first.body):
             self.rec.problem("gift", "retry not replayed", f"{viewer.user.id} key {key}")
 
-    async def order(self, viewer: Viewer) -> None:
+    async def order(self, viewer: WatchingUser) -> None:
         live = viewer.live
         body = {
             "product_id": live.product_id,
@@ -178,7 +182,7 @@ class Load:
         if answer is not None and viewer.user.rng.random() < REFUND_SHARE:
             self.orders[answer.body["creator_id"]].append(answer.body["order_id"])
 
-    async def look(self, viewer: Viewer) -> None:
+    async def look(self, viewer: WatchingUser) -> None:
         if viewer.user.rng.random() < 0.5:
             await self.api.call("other", "GET", f"/v1/sessions/{viewer.live.id}", viewer.user)
             return
@@ -186,7 +190,7 @@ class Load:
         if answer is not None:
             self._balance(viewer, "other", answer.body["coins"], viewer.coins)
 
-    async def user_loop(self, viewer: Viewer, deadline: float) -> None:
+    async def user_loop(self, viewer: WatchingUser, deadline: float) -> None:
         rng = viewer.user.rng
         clock = asyncio.get_running_loop().time
         while clock() < deadline:

@@ -4,7 +4,7 @@ warehouse (the rules themselves are pure functions in models/recompute.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 
 from clickhouse_connect.driver.client import Client
 
@@ -15,6 +15,7 @@ from models.recompute import (
     SessionSpan,
     dirty_days,
     full_days,
+    midnight,
     missing_days,
     month_of,
 )
@@ -134,14 +135,14 @@ def data_days(client: Client) -> tuple[date, ...]:
 
 def session_spans(client: Client, since: date) -> dict[str, SessionSpan]:
     """Spans of the sessions that can be live on `since` or later."""
-    rows = client.query(SESSION_SPANS, parameters={"since": _midnight(since)}).result_rows
+    rows = client.query(SESSION_SPANS, parameters={"since": midnight(since)}).result_rows
     return {r[0]: SessionSpan(r[1], r[2]) for r in rows}
 
 
 def longest_session_days(client: Client) -> int:
     """The longest session's span in days (0 when every session starts and ends on one day):
     how far a recompute window reaches around the days it rewrites."""
-    since = {"since": _midnight(date(1970, 1, 1))}
+    since = {"since": midnight(date(1970, 1, 1))}
     rows = client.query(LONGEST_SESSION_DAYS, parameters=since).result_rows
     return int(rows[0][0] or 0) if rows else 0
 
@@ -158,7 +159,3 @@ def egress_by_day(client: Client, months: set[date]) -> dict[date, int]:
     """Egress bytes per day of interval_start, over the whole of each month in `months`."""
     rows = client.query(EGRESS_BY_DAY, parameters={"months": sorted(months)}).result_rows
     return {r[0]: int(r[1]) for r in rows}
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -204,7 +204,7 @@ def recompute_window(plan: Plan) -> tuple[datetime, datetime]:
     if daily:
         start = min(start, month_of(max(d for d in plan.data_days if d <= daily[0])))
         end = max(end, min(d for d in plan.data_days if d >= daily[-1]) + DAY)
-    return _midnight(start), _midnight(end)
+    return midnight(start), midnight(end)
 
 
 def partition_keys(days: Iterable[date], data_days: tuple[date, ...]) -> dict[str, list[date]]:
@@ -270,5 +270,5 @@ def format_window(window: tuple[datetime, datetime]) -> str:
     return f"events from {start.date().isoformat()} to {(end - DAY).date().isoformat()}"
 
 
-def _midnight(day: date) -> datetime:
+def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -11,7 +11,7 @@ import dagster as dg
 
 from creator_econ.settings import DEFAULTS, ENV
 from pipelines.resources import PipelineSettings
-from quality.freshness import freshness, freshness_outcome
+from quality.freshness import freshness_facts, freshness_outcome
 from quality.outcomes import CheckOutcome, record_outcomes
 from quality.raw_suite import check_raw, raw_check_targets
 from quality.reconcile import MONEY_EVENTS, ReconcileError, reconcile
@@ -117,7 +117,7 @@ def telemetry_arriving(
 ) -> dg.AssetCheckResult:
     hours = settings.resolved.freshness_hours
     with settings.client() as client:
-        facts = freshness(client, settings.resolved.telemetry, hours)
+        facts = freshness_facts(client, settings.resolved.telemetry, hours)
         outcome = freshness_outcome(facts)
         record_outcomes(client, [outcome], run_id=context.run.run_id)
     (context.log.info if outcome.passed else context.log.warning)(f"freshness: {facts.summary()}")

@@ -68,7 +68,7 @@ class Freshness:
         )
 
 
-def freshness(
+def freshness_facts(
     client: Client,
     telemetry_dir: Path,
     threshold_hours: float,

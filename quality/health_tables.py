@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 
 from creator_econ.settings import Settings
 from models.publish import HEALTH_DIR, publish_one
-from quality.freshness import freshness
+from quality.freshness import freshness_facts
 from quality.outcomes import latest_check_results
 from warehouse.bookkeeping import INGEST_LOG, QUARANTINE
 from warehouse.registry import ensure_warehouse_schema
@@ -36,7 +36,7 @@ FROM {INGEST_LOG} ORDER BY ingested_at DESC, file"""
     )
 
 
-def quarantine_reasons(client: Client) -> pa.Table:
+def quarantine_reasons_table(client: Client) -> pa.Table:
     """Quarantined lines per reason, most frequent first."""
     return client.query_arrow(
         f"""SELECT toString(reason) AS reason, count() AS lines, uniqExact(_file) AS files,
@@ -45,7 +45,7 @@ FROM {QUARANTINE} GROUP BY reason ORDER BY lines DESC, reason"""
     )
 
 
-def quarantine_samples(client: Client, per_reason: int = SAMPLES_PER_REASON) -> pa.Table:
+def quarantine_samples_table(client: Client, per_reason: int = SAMPLES_PER_REASON) -> pa.Table:
     """The first few quarantined lines of each reason, as read, with their file and line."""
     return client.query_arrow(
         f"""SELECT toString(reason) AS reason, _file AS file, _line AS line, event_type,
@@ -78,10 +78,10 @@ def health_tables(
     ensure_warehouse_schema(client)
     return {
         "ingest_log": ingest_log_table(client),
-        "quarantine_reasons": quarantine_reasons(client),
-        "quarantine_samples": quarantine_samples(client),
+        "quarantine_reasons": quarantine_reasons_table(client),
+        "quarantine_samples": quarantine_samples_table(client),
         "duplicates": duplicates_by_source(client),
-        "freshness": freshness(client, telemetry_dir, threshold_hours, now).table(),
+        "freshness": freshness_facts(client, telemetry_dir, threshold_hours, now).table(),
         "check_results": latest_check_results(client),
     }
 

@@ -303,7 +303,7 @@ def media_usage(today: Sessions, visits: Visits, creators: Creators, window: Win
     return "media_usage", frame.filter(inside)
 
 
-def hosts_present(today: Sessions, session: np.ndarray, offset_us: np.ndarray) -> np.ndarray:
+def hosts_present_at(today: Sessions, session: np.ndarray, offset_us: np.ndarray) -> np.ndarray:
     """(events, slots): which host slots are present at each moment of a session."""
     at = offset_us[:, None]
     return (
@@ -337,7 +337,7 @@ def gift_events(
     inside = t < window.end_us
     sent, lost = inside & ~failed, inside & failed
 
-    present = hosts_present(today, session, offset)
+    present = hosts_present_at(today, session, offset)
     fee, share = split_gift(coins, present)
     hosts = today.host[session]
     paid = present & sent[:, None]
@@ -409,7 +409,7 @@ def live_orders(
     attempts = rng.poisson(audience * ORDERS_PER_VISIT * sellers.any(axis=1))
     session = np.repeat(np.arange(len(today)), attempts)
     offset = (rng.random(len(session)) * today.length_s[session] * SECOND_US).astype(np.int64)
-    selling = hosts_present(today, session, offset) & sellers[session]
+    selling = hosts_present_at(today, session, offset) & sellers[session]
     slot = np.argmax(np.where(selling, rng.random(selling.shape), -1.0), axis=1)
     t = today.start_us[session] + offset
     keep = selling.any(axis=1) & (t < window.end_us)

@@ -25,7 +25,7 @@ from pipelines.assets import ingest_telemetry, publish_marts
 from pipelines.checks import CHECKS, QUALITY_CHECKS
 from pipelines.data_health import HEALTH_ASSETS
 from pipelines.resources import PipelineSettings
-from quality.freshness import freshness, freshness_outcome
+from quality.freshness import freshness_facts, freshness_outcome
 from quality.marts_suite import check_marts
 from quality.outcomes import (
     CheckOutcome,
@@ -223,17 +223,17 @@ def sealed_file(root: Path, name: str, hours_old: float) -> Path:
 
 
 def test_freshness_warns_when_the_newest_file_is_older_than_the_threshold(tmp_path, warehouse):
-    empty = freshness(warehouse, tmp_path, 24)
+    empty = freshness_facts(warehouse, tmp_path, 24)
     assert empty.stale and "no sealed telemetry files" in empty.summary()
     sealed_file(tmp_path, "a-000000000001.jsonl", 50)
     sealed_file(tmp_path, "b-000000000001.jsonl", 30)
-    facts = freshness(warehouse, tmp_path, 24)
+    facts = freshness_facts(warehouse, tmp_path, 24)
     assert facts.newest_file == "b-000000000001.jsonl"
     assert facts.stale and facts.age_hours == pytest.approx(30, abs=0.1)
     warning = freshness_outcome(facts)
     assert not warning.passed and warning.severity == "warn" and not warning.blocks_publish
     assert "older than the 24 h threshold" in warning.observed
-    assert not freshness(warehouse, tmp_path, 36).stale
+    assert not freshness_facts(warehouse, tmp_path, 36).stale
 
 
 def test_freshness_threshold_comes_from_the_environment(monkeypatch):

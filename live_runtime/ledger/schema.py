@@ -108,7 +108,7 @@ INDEXES = (
 )
 
 
-def connect(path: Path | str, durable: bool = True) -> sqlite3.Connection:
+def open_ledger(path: Path | str, durable: bool = True) -> sqlite3.Connection:
     """A connection in WAL mode; `durable` fsyncs every commit (synchronous=FULL)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")

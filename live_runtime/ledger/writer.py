@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from live_runtime.ledger.books import Refused, Tx
-from live_runtime.ledger.schema import connect, create_ledger_schema
+from live_runtime.ledger.schema import create_ledger_schema, open_ledger
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class LedgerWriter:
         self.source = source
         self.max_batch = max_batch if group_commit else 1
         self.on_commit = on_commit
-        self.conn = connect(db_path, durable=durable)
+        self.conn = open_ledger(db_path, durable=durable)
         # Commits never stop to checkpoint the WAL: the relay does it, on its own connection.
         self.conn.execute("PRAGMA wal_autocheckpoint=0")
         create_ledger_schema(self.conn)

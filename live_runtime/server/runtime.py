@@ -18,7 +18,7 @@ from typing import IO
 from starlette.responses import JSONResponse, Response
 
 from live_runtime.ledger import books, sessions
-from live_runtime.ledger.schema import connect
+from live_runtime.ledger.schema import open_ledger
 from live_runtime.ledger.writer import Idempotency, LedgerWriter, Operation, Outcome
 from live_runtime.policy import Policy, load_policy
 from live_runtime.relay import OutboxRelay
@@ -61,7 +61,7 @@ class Runtime:
             max_file_age_seconds=config.max_file_age_seconds,
             mark=self._mark_relayed,
         )
-        self.auth = Authenticator(connect(config.db))
+        self.auth = Authenticator(open_ledger(config.db))
 
     def _mark_relayed(self, seqs: list[int]) -> None:
         def mark(tx) -> tuple[int, dict]:
