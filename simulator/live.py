@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from simulator.commerce import Batch, Ledger, coin_purchases, orders
+from simulator.cashflow import Batch, Ledger, coin_purchases, orders
 from simulator.lines import json_list, labels, uuid4_strings
 from simulator.money import CURRENCY, split_gift
 from simulator.world import (

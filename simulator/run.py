@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from simulator.commerce import (
+from simulator.cashflow import (
     Batch,
     Ledger,
     offline_coin_purchases,

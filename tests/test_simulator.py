@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator.commerce import PAYOUT_THRESHOLD_MINOR
+from simulator.cashflow import PAYOUT_THRESHOLD_MINOR
 from simulator.lines import TIE_ORDER, time_strings, uuid4_strings
 from simulator.money import commission, processor_fee, split_gift, store_fee
 from simulator.run import SimulationSummary, simulate
