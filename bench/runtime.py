@@ -6,8 +6,9 @@
 For each round, and in each round first with group commit (the default) and then with
 `--no-group-commit`, both with durable commits (the default, an fsync per commit):
 
-1. start `python -m creator_econ.cli runtime serve` in a subprocess on a free loopback port,
-   with a fresh ledger database and telemetry folder under --out;
+1. start `python -m creator_econ.cli runtime serve --port 0` in a subprocess (it picks a free
+   loopback port and prints it; tests/runtime_server.py's launcher reads it), with a fresh
+   ledger database and telemetry folder under --out;
 2. drive it with `loadgen.scenario.run_load` (the code `creator-econ runtime load` runs) in
    this process: setup, then `--users` viewers in a closed loop for `--duration` seconds;
 3. stop the server gracefully (SIGTERM: the relay drains and seals its file), then count the
@@ -34,7 +35,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -42,7 +42,6 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +49,9 @@ from pipeline import changed_files, code_version  # bench/ is this script's fold
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "tests"))  # the tests' server launcher, shared rather than copied
+
+from runtime_server import RuntimeProcess, ServerFailed, wait_for  # noqa: E402
 
 from loadgen.report import LoadReport  # noqa: E402
 from loadgen.scenario import run_load  # noqa: E402
@@ -75,44 +77,39 @@ def say(line: str) -> None:
 # --------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@dataclass
-class Server:
+class Server(RuntimeProcess):
     """`creator-econ runtime serve` in a subprocess with its own ledger and telemetry."""
 
-    root: Path
-    flags: list[str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, root: Path, flags: list[str]) -> None:
+        super().__init__(root, flags, cwd=ROOT)
 
     def start(self, timeout: float = 60.0) -> Server:
+        """Starts the server on a port it picks, and returns once /v1/health answers."""
         self.root.mkdir(parents=True)
-        command = [
-            sys.executable, "-m", "creator_econ.cli", "runtime", "serve", "--port", str(self.port),
-            "--db", str(self.root / "ledger.db"), "--telemetry", str(self.root / "telemetry"),
-            *self.flags,
-        ]  # fmt: skip
-        log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the child keeps it open
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"error: the server exited; see {self.root / 'server.log'}")
+        began = time.monotonic()
+        try:
+            super().start(timeout)
+        except ServerFailed as exc:
+            if self.process is not None and self.process.poll() not in (None, -signal.SIGKILL):
+                raise SystemExit(f"error: the server exited; see {self.log}") from exc
+            raise SystemExit(
+                f"error: the server did not print its address in {timeout:.0f}s; see {self.log}"
+            ) from exc
+
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise SystemExit(f"error: the server exited; see {self.log}")
             try:
-                self.health()
-                return self
+                return bool(self.health())
             except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"error: the server did not answer /v1/health in {timeout:.0f}s")
+                return False
+
+        try:
+            wait_for(answers, "/v1/health", max(0.0, timeout - (time.monotonic() - began)), 0.1)
+        except AssertionError:
+            message = f"error: the server did not answer /v1/health in {timeout:.0f}s"
+            raise SystemExit(message) from None
+        return self
 
     def health(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/v1/health", timeout=5) as response:
@@ -127,16 +124,14 @@ class Server:
         tasks = Path(f"/proc/{self.process.pid}/task")
         return {int(t.name): _proc_cpu(str(t / "stat")) for t in tasks.iterdir()}
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM: uvicorn's graceful stop ends the sessions, drains the relay, seals."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise SystemExit("error: the server did not stop within 60s of SIGTERM") from None
+        try:
+            super().stop(timeout)
+        except ServerFailed:
+            raise SystemExit(
+                f"error: the server did not stop within {timeout:.0f}s of SIGTERM"
+            ) from None
 
 
 def _proc_cpu(stat_path: str) -> float:

@@ -60,7 +60,9 @@ def _published_folder() -> Path:
 
 
 def _query(sql: str, *params: object) -> pl.DataFrame:
+    """Rows of one bound query; times come back in UTC whatever the server's time zone."""
     with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
         return con.sql(sql, params=list(params)).pl()
 
 

@@ -1,37 +1,75 @@
-"""A real runtime server in a subprocess on loopback, started through the real CLI."""
+"""A real runtime server in a subprocess on loopback, started through the real CLI.
+
+The server is started with `--port 0`: it binds a free port itself and prints its URL as the
+first line of its stdout, which is read here. (Picking a free port here, closing it and
+passing it to the server would let another process take the port in between.) Everything
+else the server writes, stdout and stderr, goes to `server.log` under its root.
+
+`bench/runtime.py` starts its servers with this launcher too.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import queue
+import re
 import signal
-import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
+# The first line `creator-econ runtime serve` prints (creator_econ/cli.py, `_serve`).
+ADDRESS_LINE = re.compile(r"^runtime on (http://\S+) \(API description at /openapi\.json\)")
+T = TypeVar("T")
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+
+class ServerFailed(RuntimeError):
+    """The server exited, or did not print its address, or did not stop; the log says why."""
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = 10.0, every=0.02) -> T:
+    """Polls `condition` until it returns something truthy, and returns that.
+
+    Fails with `what` in the message when `timeout` seconds pass first: a wait on a condition,
+    never a fixed sleep that hopes the condition holds by then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
 
 
 @dataclass
 class RuntimeProcess:
-    """`creator-econ runtime serve` on a free port, with its ledger and telemetry under `root`."""
+    """`creator-econ runtime serve --port 0`, with its ledger and telemetry under `root`."""
 
     root: Path
     extra_args: list[str] = field(default_factory=list)
-    port: int = field(default_factory=free_port)
+    cwd: Path | None = None
+    url: str = ""  # known once start() has read the server's first line
     process: subprocess.Popen | None = None
+    _copier: threading.Thread | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        assert port is not None, "the server is not started"
+        return port
 
     @property
     def db(self) -> Path:
@@ -41,37 +79,100 @@ class RuntimeProcess:
     def telemetry(self) -> Path:
         return self.root / "telemetry"
 
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+
     def start(self, timeout: float = 30.0) -> RuntimeProcess:
+        """Starts the server and waits (at most `timeout` s) for the address it prints."""
         self.root.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "creator_econ.cli", "runtime", "serve",
-            "--port", str(self.port), "--db", str(self.db), "--telemetry", str(self.telemetry),
+            "--port", "0", "--db", str(self.db), "--telemetry", str(self.telemetry),
             *self.extra_args,
         ]  # fmt: skip
-        log = open(self.root / "server.log", "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"runtime exited: {(self.root / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError("runtime did not answer /v1/health")
+        with open(self.log, "ab") as log:  # the child keeps its own descriptor for stderr
+            self.process = subprocess.Popen(
+                command, cwd=self.cwd, stdout=subprocess.PIPE, stderr=log
+            )
+        first: queue.Queue[bytes | None] = queue.Queue()
+        self._copier = threading.Thread(
+            target=_copy_stdout, args=(self.process.stdout, self.log, first), daemon=True
+        )
+        self._copier.start()
+        try:
+            line = first.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            raise ServerFailed(
+                f"the runtime printed no address in {timeout:g}s; {self.log}:\n{self.log_text()}"
+            ) from None
+        if line is None:
+            self.process.wait(timeout=30)
+            self._join_copier()
+            raise ServerFailed(
+                f"the runtime exited with {self.process.returncode} before printing its "
+                f"address; {self.log}:\n{self.log_text()}"
+            )
+        found = ADDRESS_LINE.match(line.decode(errors="replace"))
+        if found is None:
+            self.kill()
+            raise ServerFailed(f"unexpected first line from the runtime: {line!r}")
+        self.url = found[1]
+        return self
 
-    def stop(self) -> None:
-        """A graceful stop (SIGTERM): the relay drains and seals its file."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """A graceful stop (SIGTERM): the relay drains and seals its file.
+
+        Kills the server and raises `ServerFailed` if it is still running after `timeout` s.
+        """
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise ServerFailed(
+                    f"the runtime did not stop within {timeout:g}s of SIGTERM; {self.log}"
+                ) from None
+        self._join_copier()
 
     def kill(self) -> None:
         """kill -9: no cleanup of any kind."""
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+        self._join_copier()
+
+    def _join_copier(self) -> None:
+        """Once the server is gone, its last output is in the log."""
+        if (
+            self._copier is not None
+            and self.process is not None
+            and self.process.poll() is not None
+        ):
+            self._copier.join(timeout=10)
+
+
+def _copy_stdout(stdout: IO[bytes], log: Path, first: queue.Queue[bytes | None]) -> None:
+    """Hands the first line to `start`, and appends every line to the log until EOF.
+
+    Reading to the end also keeps the pipe from filling up and blocking the server.
+    """
+    told = False
+    with open(log, "ab") as out:
+        for line in stdout:
+            out.write(line)
+            out.flush()
+            if not told:
+                first.put(line)
+                told = True
+    stdout.close()
+    if not told:
+        first.put(None)  # the server exited without a line
 
 
 class Api:
@@ -94,3 +195,31 @@ class Api:
         if key is not None:
             headers["Idempotency-Key"] = key
         return self.http.request(method, path, headers=headers, **kw)
+
+
+def unrelayed(db: Path) -> int:
+    """Committed telemetry events the relay has not yet written to a file."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return conn.execute("SELECT count(*) FROM outbox WHERE relayed = 0").fetchone()[0]
+
+
+def events_so_far(server: RuntimeProcess, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every event of a running server's files, once the relay has caught up with the ledger.
+
+    Reads the whole lines of `open/` and `sealed/`; a file the relay seals meanwhile (same
+    name, moved from one to the other) is read once, from where it is when read.
+    """
+    wait_for(lambda: unrelayed(server.db) == 0, "the relay to write every event", timeout)
+    for _ in range(100):
+        found: dict[str, Path] = {}
+        for folder in ("open", "sealed"):  # sealed last: a file in both is read from sealed/
+            directory = server.telemetry / folder
+            if directory.is_dir():
+                found.update((p.name, p) for p in directory.iterdir())
+        try:
+            data = [found[name].read_bytes() for name in sorted(found)]
+        except FileNotFoundError:
+            continue  # sealed between the listing and the read: list again
+        lines = [line for raw in data for line in raw[: raw.rfind(b"\n") + 1].splitlines()]
+        return [json.loads(line) for line in lines]
+    raise AssertionError(f"the files under {server.telemetry} kept moving while being read")

@@ -1,10 +1,17 @@
-"""The ledger without HTTP: group commit, savepoints, idempotency, the relay's recovery."""
+"""The ledger without HTTP: group commit, savepoints, idempotency, the database's own balance
+check, the relay's recovery.
+
+No server: each test gets its own ledger writer on its own database (`writer` fixture), so
+no test depends on another. Expected amounts are worked out by hand from
+live_runtime/policy_default.toml; the comments show the sums.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -52,8 +59,15 @@ def test_split_adds_up_and_follows_weights():
         assert fee + sum(shares.values()) == value
         assert max(shares.values()) - min(shares.values()) <= 1
         assert shares["a"] >= shares["b"] >= shares["c"]  # leftover goes to the owner first
-    fee, shares = POLICY.split_gift(1000, {"a": 3, "b": 1})
-    assert (fee, shares) == (500, {"a": 375, "b": 125})
+    # Platform fee 5000 bps = 50%. 1,000: fee 500, rest 500; 3 : 1 -> 375 and 125.
+    assert POLICY.split_gift(1000, {"a": 3, "b": 1}) == (500, {"a": 375, "b": 125})
+    # 101: fee 50.5 is ROUNDED DOWN to 50 (policy_default.toml says rates round half up; the
+    # gift fee does not); rest 51 between three: 17 each.
+    assert POLICY.split_gift(101, {"a": 1, "b": 1, "c": 1}) == (50, {"a": 17, "b": 17, "c": 17})
+    # 3: fee 1.5 -> 1; rest 2 between three: 0 each, the 2 left over one each to a, then b.
+    assert POLICY.split_gift(3, {"a": 1, "b": 1, "c": 1}) == (1, {"a": 1, "b": 1, "c": 0})
+    # 1: fee 0.5 -> 0; the whole unit to the first host.
+    assert POLICY.split_gift(1, {"a": 1, "b": 1}) == (0, {"a": 1, "b": 0})
 
 
 def test_fees_never_exceed_the_amount():
@@ -64,6 +78,17 @@ def test_fees_never_exceed_the_amount():
     for gross in (1, 31, 1500, 1_000_000):
         payment, commission = POLICY.order_fees(gross)
         assert 0 <= payment + commission <= gross
+    web, ios = POLICY.channels["web"], POLICY.channels["ios"]
+    assert web.fees(1) == (1, 0)  # 2.9% of 1 = 0.029 -> 0, + 30 fixed = 30, capped at 1
+    assert web.fees(30) == (30, 0)  # 2.9% of 30 = 0.87 -> 1, + 30 = 31, capped at 30
+    assert web.fees(99) == (33, 0)  # 2.9% of 99 = 2.871 -> 3, + 30 = 33
+    assert ios.fees(1) == (0, 0)  # 30% of 1 = 0.3 -> 0; no processor fee in-app
+    assert ios.fees(99) == (0, 30)  # 30% of 99 = 29.7 -> 30
+    # Orders: payment 2.9% + 30 (at most the gross), then commission 8% (at most what is left).
+    assert POLICY.order_fees(1) == (1, 0)  # 0 + 30, capped at 1; nothing left for commission
+    assert POLICY.order_fees(31) == (31, 0)  # 0.899 -> 1, + 30 = 31; 8% = 2.48 -> 2, capped at 0
+    assert POLICY.order_fees(1500) == (74, 120)  # 43.5, exactly half, up -> 44, + 30; 8% = 120
+    assert POLICY.order_fees(1_000_000) == (29_030, 80_000)  # 29,000 + 30; 80,000
 
 
 def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, writer):
@@ -94,7 +119,8 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
     assert writer.commits - commits_before < 10  # waiting operations shared commits
     balances = _balances(tmp_path / "ledger.db")
     assert balances[books.wallet(user)] == 0
-    assert balances[books.earnings(creator)] == 7 * 5
+    # 7 gifts of 10 coins = 10 each (coin_value_minor 1); fee 50% = 5; one host gets 5.
+    assert balances[books.earnings(creator)] == 35
     assert (
         sum(
             v
@@ -129,6 +155,115 @@ def test_idempotency_key_replays_and_rejects_a_different_request(tmp_path, write
     assert _balances(tmp_path / "ledger.db")[books.wallet(user)] == 70
     other = writer.submit(buy, Idempotency(user, "k-1", "hash-b")).result()
     assert (other.status, other.body["error"]) == (422, "idempotency_key_reused")
+
+
+def _ledger_rows(db: Path) -> dict[str, list]:
+    """Everything a money operation may write, read on a connection of its own."""
+    tables = {
+        "accounts": "SELECT id, balance FROM accounts",
+        "movements": "SELECT id FROM movements",
+        "postings": "SELECT movement_id, account_id, amount FROM postings",
+        "outbox": "SELECT event_id, line FROM outbox",
+    }
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return {name: sorted(conn.execute(sql).fetchall()) for name, sql in tables.items()}
+
+
+def _overdraft(account: str, counter: str, amount: int, user: str):
+    """An operation that skips every balance check of the ledger code: it records an event,
+    then moves `amount` out of `account` straight through `Tx.move`."""
+
+    def operation(tx: books.Tx) -> tuple[int, dict]:
+        tx.emit("viewer_joined", session_id="s_overdraft", user_id=user)
+        tx.move("mv_overdraft", "gift", user, {account: -amount, counter: amount})
+        return 201, {}
+
+    return operation
+
+
+@pytest.mark.parametrize(
+    ("holder", "balance", "amount"),
+    [
+        ("wallet", 0, 1),  # a new user's wallet
+        ("wallet", 70, 71),  # after a 70-coin pack
+        ("creator", 0, 1),  # a new creator
+        ("creator", 35, 36),  # after a gift of 70: fee 50% = 35, the only host gets 35
+    ],
+)
+def test_the_database_refuses_an_overdraft_the_code_did_not_check(
+    tmp_path, writer, holder: str, balance: int, amount: int
+):
+    """accounts' CHECK (may_go_negative = 1 OR balance >= 0) holds on its own: a movement that
+    would leave a wallet or a creator below zero fails in SQLite, and its savepoint (movement,
+    postings, event) is rolled back, while the operations committed with it stand."""
+    user, creator = _account(writer, "user"), _account(writer, "creator")
+    if balance:
+        _buy(writer, user, 70)
+    if holder == "creator" and balance:
+        session = writer.run_now(
+            partial(
+                sessions.start_session, policy=POLICY, creator_id=creator, region="eu-west",
+                quality="720p", record=False,
+            )
+        ).body["session_id"]  # fmt: skip
+        gift = partial(wallets.send_gift, policy=POLICY, user_id=user, session_id=session)
+        assert writer.run_now(partial(gift, coins=70)).status == 201
+    if holder == "creator":
+        account, counter = books.earnings(creator), books.PAYOUTS
+    else:
+        account, counter = books.wallet(user), books.COINS_ISSUED
+    db = tmp_path / "ledger.db"
+    before = _ledger_rows(db)
+    assert dict(before["accounts"])[account] == balance  # so the move would leave -1
+
+    # A blocker holds the writer while a purchase, the overdraft and another purchase queue
+    # up behind it, so that the three are committed together.
+    release = threading.Event()
+
+    def blocker(tx):
+        assert release.wait(10)
+        return 200, {}
+
+    other = _account(writer, "user")
+    commits = writer.commits
+    held = writer.submit(blocker)
+    buy = partial(wallets.purchase_coins, policy=POLICY, user_id=other, coins=70, channel="web")
+    first = writer.submit(buy)
+    refused = writer.submit(_overdraft(account, counter, amount, user))
+    last = writer.submit(buy)
+    release.set()
+    assert held.result(timeout=10).status == 200
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        refused.result(timeout=10)
+    assert first.result(timeout=10).status == last.result(timeout=10).status == 201
+    # The three were queued before the blocker returned, so they went into its batch or into
+    # the next one together: either way the overdraft shared a commit with both purchases.
+    assert writer.commits - commits in (1, 2)
+
+    after = _ledger_rows(db)
+    assert dict(after["accounts"])[account] == balance
+    assert "mv_overdraft" not in {m for (m,) in after["movements"]}
+    assert not [p for p in after["postings"] if p[0] == "mv_overdraft"]
+    assert not [e for e in after["outbox"] if "s_overdraft" in e[1]]
+    assert dict(after["accounts"])[books.wallet(other)] == 140  # both purchases of 70 stand
+    new_movements = {m for (m,) in after["movements"]} - {m for (m,) in before["movements"]}
+    assert len(new_movements) == 2
+
+
+def test_the_check_constraint_is_in_the_schema_itself(tmp_path, writer):
+    """Bypassing the writer too: a plain connection cannot overdraw a wallet or a creator."""
+    user = _account(writer, "user")
+    creator = _account(writer, "creator")
+    with closing(sqlite3.connect(tmp_path / "ledger.db", timeout=30)) as conn:
+        for account in (books.wallet(user), books.earnings(creator)):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                conn.execute("UPDATE accounts SET balance = -1 WHERE id = ?", (account,))
+            conn.rollback()
+        conn.execute(  # the platform's own books may go negative
+            "UPDATE accounts SET balance = balance - 1 WHERE id = ?", (books.PAYOUTS,)
+        )
+        conn.rollback()
+    assert _balances(tmp_path / "ledger.db")[books.wallet(user)] == 0
 
 
 def _outbox(db: Path) -> list[tuple[str, int]]:

@@ -1,4 +1,7 @@
-"""The load generator through the real CLI against a real server, and the ledger after it."""
+"""The load generator through the real CLI against a real server, and the ledger after it.
+
+The test starts its own server (`--port 0`), so it depends on no other test.
+"""
 
 from __future__ import annotations
 

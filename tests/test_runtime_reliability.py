@@ -11,6 +11,10 @@ movement has exactly one telemetry event, every outbox row is in exactly one fil
 every request the client was told succeeded is in the ledger.
 
 `CREATOR_ECON_CRASH_TRIALS=N` runs N crash trials instead of 3, each killing at its own point.
+
+Servers: each test starts its own (and a crash trial a second one on the same files), so no
+test depends on another. Waits are on conditions with a deadline (answers counted, the relay
+caught up), never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_server import Api, RuntimeProcess
+from runtime_server import Api, RuntimeProcess, wait_for
 from telemetry_files import read_lines, telemetry_files
 
 CRASH_TRIALS = int(os.environ.get("CREATOR_ECON_CRASH_TRIALS", "3"))
@@ -109,10 +113,7 @@ def unrelayed(db: Path) -> int:
 
 def wait_relayed(db: Path, timeout: float = 30.0) -> None:
     """Waits until the relay has written every committed outbox row to a file."""
-    deadline = time.monotonic() + timeout
-    while unrelayed(db):
-        assert time.monotonic() < deadline, "the relay did not catch up"
-        time.sleep(0.05)
+    wait_for(lambda: unrelayed(db) == 0, "the relay to write every committed event", timeout)
 
 
 def assert_relayed_exactly_once(db: Path, telemetry: Path) -> list[dict[str, Any]]:
@@ -625,13 +626,18 @@ class Trial:
         )
 
 
-def _wait_for_answers(crowd: Crowd, count: int, timeout: float = 30.0) -> None:
-    """Waits until the load has `count` answers: a kill point that holds on a slow machine."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sum(1 for a in crowd.attempts if a.status is not None) >= count:
-            return
-        time.sleep(0.005)
+def _wait_for_answers(crowd: Crowd, count: int, timeout: float = 60.0) -> None:
+    """Waits until the load has `count` answers: a kill point that holds on a slow machine.
+
+    Stops waiting early if a client broke (the test reports `crowd.failures`).
+    """
+
+    def answered() -> bool:
+        with crowd.lock:
+            done = sum(1 for a in crowd.attempts if a.status is not None)
+        return done >= count or bool(crowd.failures)
+
+    wait_for(answered, f"{count} answered requests before the kill", timeout, every=0.005)
 
 
 def _crash_trial(root: Path, trial: int) -> Trial:
@@ -653,7 +659,9 @@ def _crash_trial(root: Path, trial: int) -> Trial:
         for client in clients:
             client.start()
         _wait_for_answers(crowd, kill_at)
-        time.sleep(rng.uniform(0, 0.05))  # land anywhere within a request, not just after one
+        # Not a wait for anything: a random delay, so the kill lands anywhere within a request
+        # rather than just after an answer.
+        time.sleep(rng.uniform(0, 0.05))
         server.kill()
         killed_after = time.monotonic() - began
         stop.set()

@@ -139,7 +139,8 @@ cells[3].metric("Duplicates dropped", ui.number(totals["duplicates"]))
 cells[4].metric(
     "Quarantined",
     ui.number(totals["quarantined"]),
-    help=f"Of which {totals['conflicting'] or 0:,} conflicting duplicates.",
+    help=f"Of which {totals['conflicting'] or 0:,} conflicting "
+    f"{'duplicate' if totals['conflicting'] == 1 else 'duplicates'}.",
 )
 unbalanced = log.filter(
     pl.col("lines_read") != pl.col("loaded") + pl.col("duplicates") + pl.col("quarantined")
