@@ -203,7 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from live_runtime.policy import PolicyError, load_policy
-    from live_runtime.server.app import create_app
+    from live_runtime.server.routes import create_app
     from live_runtime.server.runtime import RuntimeConfig
 
     try:

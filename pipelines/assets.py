@@ -121,7 +121,8 @@ def publish_marts(
         # Every mart, assembled from its stored and new partitions, exactly as it is about to
         # be published (Arrow tables); nothing is written before this point.
         marts = store.assemble(update)
-        _check_before_publishing(context, client, marts, cost_model, settings)
+        recomputed = None if plan.full else plan.keys()["platform_daily"]
+        _check_before_publishing(context, client, marts, cost_model, settings, recomputed)
         paths = publish_update(store, update, marts, fingerprint, settings.resolved.marts)
         if plan.settles is not None:
             clear_dirty_days(client, plan.settles)
@@ -138,10 +139,11 @@ def _check_before_publishing(
     marts: dict[str, pa.Table],
     cost_model: CostModel,
     settings: PipelineSettings,
+    recomputed_days: list[date] | None,
 ) -> None:
     """The marts suite on exactly what is about to be published; an error-level failure stops
     the publish (nothing is written, and the dirty days stay for the next run)."""
-    outcomes = check_marts(marts, client, cost_model)
+    outcomes = check_marts(marts, client, cost_model, recomputed_days)
     record_outcomes(client, outcomes, run_id=context.run.run_id)
     failed = [o for o in outcomes if not o.passed]
     for outcome in failed:

@@ -4,7 +4,7 @@ import dagster as dg
 
 from pipelines.assets import ingest_telemetry, publish_marts
 from pipelines.checks import CHECKS
-from pipelines.data_health import HEALTH_ASSETS
+from pipelines.health_assets import HEALTH_ASSETS
 from pipelines.jobs import health_job, marts_job, refresh_job
 from pipelines.resources import PipelineSettings, settings_from_env
 from pipelines.sensors import dirty_marts_sensor, sealed_files_sensor

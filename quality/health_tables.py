@@ -2,7 +2,7 @@
 file, what it rejected and why, duplicates per source, freshness and the latest checks.
 
 The dashboards never open the warehouse, so the pipeline publishes these tables as Parquet next
-to the marts (pipelines/data_health.py).
+to the marts (pipelines/health_assets.py).
 """
 
 from __future__ import annotations

@@ -198,5 +198,5 @@ def test_a_second_writer_is_told_about_the_lock(tmp_path, warehouse):
         [sys.executable, "-m", "creator_econ.cli", *argv], capture_output=True, text=True
     )
     assert done.returncode == 2
-    assert "is locked by another process" in done.stderr
+    assert "is locked: chDB allows one process per data path" in done.stderr
     assert "Traceback" not in done.stderr

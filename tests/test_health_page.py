@@ -25,7 +25,7 @@ from dashboards import data
 from models.publish import HEALTH_DIR
 from pipelines.assets import ingest_telemetry
 from pipelines.checks import QUALITY_CHECKS
-from pipelines.data_health import HEALTH_ASSETS
+from pipelines.health_assets import HEALTH_ASSETS
 from pipelines.resources import PipelineSettings
 from simulator.run import simulate
 

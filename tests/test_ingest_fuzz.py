@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import math
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, Phase, given, settings
@@ -108,10 +110,63 @@ def quarantined(data: bytes, kind: str, reason: str | None = None) -> Line:
     return Line(data, kind, frozenset({QUARANTINED}), reason)
 
 
-def either(data: bytes, kind: str, event: dict[str, Any] | None = None) -> Line:
+def either(
+    data: bytes, kind: str, event: dict[str, Any] | None = None, reason: str | None = None
+) -> Line:
     """A line the contract does not decide (loaded or quarantined), which must still end
-    in exactly one place and, if loaded, read back as sent."""
-    return Line(data, kind, frozenset({LOADED, QUARANTINED}), event=event)
+    in exactly one place, if loaded read back as sent, and if quarantined have `reason`
+    (when docs/ingest.md names the one it must have)."""
+    return Line(data, kind, frozenset({LOADED, QUARANTINED}), reason, event)
+
+
+# The warehouse's JSON parser (simdjson) reads at most this many levels of nesting; a deeper
+# line is "nested too deep for the parser", which docs/ingest.md quarantines as `not_json`.
+PARSER_MAX_DEPTH = 1024
+
+
+class _Pairs(list):
+    """A JSON object's (key, value) pairs as read, so a repeated key is still visible."""
+
+
+def _refuse(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def json_reason(data: bytes) -> str | None:
+    """The quarantine reason docs/ingest.md gives a line that is not a usable event, decided by
+    Python's own strict UTF-8 and JSON readers (not by ingest); None where the contract does
+    not decide (a byte order mark, a number past a double) or the line may be an event."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not_utf8"
+    if text.startswith("\ufeff"):
+        return None
+    too_large = False
+
+    def number(literal: str) -> float:
+        nonlocal too_large
+        value = float(literal)
+        too_large |= math.isinf(value)
+        return value
+
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse, parse_float=number, object_pairs_hook=_Pairs
+        )
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate escape
+    except (ValueError, UnicodeEncodeError):  # JSONDecodeError is a ValueError
+        return "not_json"
+    except RecursionError:
+        return None
+    if too_large:
+        return None
+    if not isinstance(value, _Pairs):
+        return "not_json_object"
+    keys = [key for key, _ in value]
+    if len(set(keys)) != len(keys):
+        return "duplicate_key"
+    return None if "event_id" in keys else "missing_field:event_id"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +348,10 @@ def _extra_field(draw: st.DrawFn, event: dict, data: bytes) -> Line:
 def _deep_extra(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     depth = draw(st.integers(1, 20_000))
     nested = b"[" * depth + b"]" * depth
-    return either(data[:-1] + b',"nested":' + nested + b"}", f"extra field {depth} deep", event)
+    line, kind = data[:-1] + b',"nested":' + nested + b"}", f"extra field {depth} deep"
+    if 1 + depth <= PARSER_MAX_DEPTH:  # the event's object holds the extra field
+        return loaded(line, kind, event)
+    return quarantined(line, kind, "not_json")
 
 
 def _huge(draw: st.DrawFn, event: dict, data: bytes) -> Line:
@@ -304,9 +362,12 @@ def _huge(draw: st.DrawFn, event: dict, data: bytes) -> Line:
 
 def _deep_line(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     depth = draw(st.integers(1, 100_000))
+    too_deep = depth > PARSER_MAX_DEPTH
     if draw(st.booleans()):
-        return quarantined(b"[" * depth + b"]" * depth, f"array {depth} deep")
-    return quarantined(b'{"a":' * depth + b"1" + b"}" * depth, f"object {depth} deep")
+        reason = "not_json" if too_deep else "not_json_object"
+        return quarantined(b"[" * depth + b"]" * depth, f"array {depth} deep", reason)
+    reason = "not_json" if too_deep else "missing_field:event_id"
+    return quarantined(b'{"a":' * depth + b"1" + b"}" * depth, f"object {depth} deep", reason)
 
 
 def _deep_field(draw: st.DrawFn, event: dict, data: bytes) -> Line:
@@ -314,12 +375,16 @@ def _deep_field(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     depth = draw(st.integers(2, 5_000))
     nested = b"[" * depth + b"]" * depth
     body = dump({**event, field.name: "@@nested@@"}).replace(b'"@@nested@@"', nested)
-    return quarantined(body, f"{field.name} {depth} deep")
+    # An array where the field's value belongs is of the wrong JSON type for every kind.
+    reason = "not_json" if 1 + depth > PARSER_MAX_DEPTH else f"invalid_field:{field.name}"
+    return quarantined(body, f"{field.name} {depth} deep", reason)
 
 
 def _truncated(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     cut = draw(st.integers(0, len(data) - 1))
-    return quarantined(data[:cut], f"truncated at byte {cut}")
+    reason = json_reason(data[:cut])  # torn: not JSON, or not UTF-8 when cut inside a character
+    assert reason in ("not_json", "not_utf8"), (data[:cut], reason)
+    return quarantined(data[:cut], f"truncated at byte {cut}", reason)
 
 
 def _not_utf8(draw: st.DrawFn, event: dict, data: bytes) -> Line:
@@ -330,7 +395,7 @@ def _not_utf8(draw: st.DrawFn, event: dict, data: bytes) -> Line:
 
 def _garbage(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     noise = draw(st.binary(max_size=64).map(lambda b: b.replace(b"\n", b"")))
-    return quarantined(noise, "random bytes")
+    return quarantined(noise, "random bytes", json_reason(noise))
 
 
 def _not_an_object(draw: st.DrawFn, event: dict, data: bytes) -> Line:
@@ -441,7 +506,7 @@ def _far_date(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     name = draw(st.sampled_from(["period_start", "period_end"]))
     month, day = int(payout[name][5:7]), min(int(payout[name][8:10]), 28)
     payout[name] = f"{draw(st.sampled_from(FAR_DATE_YEARS)):04d}-{month:02d}-{day:02d}"
-    return either(dump(payout), f"{name} = {payout[name]}", payout)
+    return either(dump(payout), f"{name} = {payout[name]}", payout, f"invalid_field:{name}")
 
 
 def _bad_date(draw: st.DrawFn, event: dict, data: bytes) -> Line:
@@ -526,24 +591,29 @@ def _duplicate_key(draw: st.DrawFn, event: dict, data: bytes) -> Line:
 
 
 def _byte_order_mark(draw: st.DrawFn, event: dict, data: bytes) -> Line:
-    return either(b"\xef\xbb\xbf" + data, "byte order mark", event)
+    return either(b"\xef\xbb\xbf" + data, "byte order mark", event, "not_json")
 
 
 def _lone_surrogate(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     # Valid JSON syntax, but no Unicode text: "\ud800" names half of a character.
-    return quarantined(data[:-1] + b',"note":"a\\ud800b"}', "lone surrogate escape")
+    return quarantined(data[:-1] + b',"note":"a\\ud800b"}', "lone surrogate escape", "not_json")
 
 
 def _nul_byte(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     at = draw(st.integers(1, len(data) - 1))
-    return quarantined(data[:at] + b"\x00" + data[at:], "raw NUL byte")
+    line = data[:at] + b"\x00" + data[at:]
+    reason = json_reason(line)  # a raw control byte; not UTF-8 when it splits a character
+    assert reason in ("not_json", "not_utf8"), (line, reason)
+    return quarantined(line, "raw NUL byte", reason)
 
 
 def _uuid_spelling(draw: st.DrawFn, event: dict, data: bytes) -> Line:
     spelled = draw(
         st.sampled_from([str.upper, lambda u: u.replace("-", ""), lambda u: "{" + u + "}"])
     )(event["event_id"])
-    return either(dump({**event, "event_id": spelled}), f"event_id {spelled}", event)
+    return either(
+        dump({**event, "event_id": spelled}), f"event_id {spelled}", event, "invalid_field:event_id"
+    )
 
 
 MAKERS: dict[str, Maker] = {
@@ -910,7 +980,8 @@ def test_a_date_that_names_no_real_day_is_quarantined(fuzz_warehouse):
 def test_a_loaded_date_reads_back(fuzz_warehouse):
     """A date of year 0000 must not be stored where the client cannot read it back."""
     event = base_event("payout_issued", period_start="0000-01-01")
-    files = ingest_lines(fuzz_warehouse, either(dump(event), "year 0000", event))
+    line = either(dump(event), "year 0000", event, "invalid_field:period_start")
+    files = ingest_lines(fuzz_warehouse, line)
     check_loaded_values(fuzz_warehouse, files)
 
 
@@ -998,9 +1069,15 @@ def test_a_corrupt_compressed_file_does_not_stop_the_run(fuzz_warehouse, in_ware
         (Path(folder) / "sealed" / broken).write_bytes(cut)
         ingest(fuzz_warehouse, Path(folder), read_files_in_warehouse=in_warehouse)
     log = ingest_log(fuzz_warehouse)
-    assert log[good.name][:2] == (1, 1)
-    assert broken in log
-    assert any(file == broken for file, _ in quarantine_rows(fuzz_warehouse))
+    # (lines_read, loaded, duplicates, quarantined, conflicting)
+    assert log == {good.name: (1, 1, 0, 0, 0), broken: (1, 0, 0, 1, 0)}
+    # docs/ingest.md: logged as one line, quarantined as `unreadable_file` with the error as
+    # its raw line (not any line of the file).
+    rows = [(key, found) for key, found in quarantine_rows(fuzz_warehouse).items()]
+    assert len(rows) == 1
+    ((file, _), [(reason, raw_line)]) = rows[0]
+    assert (file, reason) == (broken, "unreadable_file")
+    assert raw_line.strip() and b'{"a":1}' not in raw_line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1013,33 +1090,39 @@ def cli_lines() -> list[Line]:
     ok = [loaded(dump(g), "valid", g) for g in gifts]
     big = base_event("order_paid", padding="x" * (2 << 20))
     damaged = [
-        dump(base_event("gift_sent"))[:40],
-        dump(base_event("gift_sent", gift_id="g")).replace(b'"g"', b'"\xff"'),
-        b"[" * 50_000 + b"]" * 50_000,
-        b"",
-        b"null",
-        b"[1,2]",
-        b"\x00\x01 not json \r",
-        dump(base_event("gift_sent", coins="10")),
-        dump(base_event("gift_sent", coins=10.0)),
-        dump(base_event("order_paid", gross_minor=2**64)),
-        dump(base_event("gift_sent", occurred_at="1900-01-01T00:00:00Z")),
-        dump(base_event("gift_sent", occurred_at="9999-12-31T00:00:00Z")),
-        dump(base_event("gift_sent", occurred_at="yesterday")),
-        dump(base_event("gift_sent", event_type="gift_exploded")),
-        dump(base_event("gift_sent", schema_version=2)),
-        dump(base_event("gift_sent", currency="XXX")),
-        dump(base_event("gift_sent", value_minor=11)),
-        dump(base_event("order_paid", creator_net_minor=1)),
-        b'{"coins":1,' + dump(base_event("gift_sent"))[1:],
-        dump(base_event("gift_sent"))[:-1] + b',"note":"\\ud800"}',
+        (dump(base_event("gift_sent"))[:40], "not_json"),
+        (dump(base_event("gift_sent", gift_id="g")).replace(b'"g"', b'"\xff"'), "not_utf8"),
+        (b"[" * 50_000 + b"]" * 50_000, "not_json"),
+        (b"", "not_json"),
+        (b"null", "not_json_object"),
+        (b"[1,2]", "not_json_object"),
+        (b"\x00\x01 not json \r", "not_json"),
+        (dump(base_event("gift_sent", coins="10")), "invalid_field:coins"),
+        (dump(base_event("gift_sent", coins=10.0)), "invalid_field:coins"),
+        (dump(base_event("order_paid", gross_minor=2**64)), "invalid_field:gross_minor"),
+        (
+            dump(base_event("gift_sent", occurred_at="1900-01-01T00:00:00Z")),
+            "invalid_field:occurred_at",
+        ),
+        (
+            dump(base_event("gift_sent", occurred_at="9999-12-31T00:00:00Z")),
+            "invalid_field:occurred_at",
+        ),
+        (dump(base_event("gift_sent", occurred_at="yesterday")), "invalid_field:occurred_at"),
+        (dump(base_event("gift_sent", event_type="gift_exploded")), "unknown_event_type"),
+        (dump(base_event("gift_sent", schema_version=2)), "unknown_schema_version"),
+        (dump(base_event("gift_sent", currency="XXX")), "unknown_currency"),
+        (dump(base_event("gift_sent", value_minor=11)), "invariant:gift_split_sum"),
+        (dump(base_event("order_paid", creator_net_minor=1)), "invariant:order_net"),
+        (b'{"coins":1,' + dump(base_event("gift_sent"))[1:], "duplicate_key"),
+        (dump(base_event("gift_sent"))[:-1] + b',"note":"\\ud800"}', "not_json"),
     ]
     return [
         *ok,
         loaded(dump(big), "huge", big),
         Line(ok[0].data, "redelivery", frozenset({DUPLICATE})),
         quarantined(ok[1].data + b" ", "conflict", "conflicting_duplicate"),
-        *(quarantined(data, "damaged") for data in damaged),
+        *(quarantined(data, "damaged", reason) for data, reason in damaged),
     ]
 
 
@@ -1079,4 +1162,8 @@ def test_the_run_command_survives_a_folder_of_bad_files(tmp_path):
         expected[QUARANTINED],
     )
     assert conflicting == 1
-    assert (tmp_path / "marts").is_dir()
+    # Each damaged line under the reason docs/ingest.md gives it, as the data health page
+    # publishes them (the command's own output, without opening the warehouse).
+    reasons = pq.read_table(tmp_path / "marts" / "health" / "quarantine_reasons.parquet")
+    published = dict(zip(reasons["reason"].to_pylist(), reasons["lines"].to_pylist(), strict=True))
+    assert published == Counter(x.reason for f in files for x in f.lines if x.reason)

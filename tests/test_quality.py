@@ -23,7 +23,7 @@ from models.publish import HEALTH_DIR
 from models.sql import MARTS
 from pipelines.assets import ingest_telemetry, publish_marts
 from pipelines.checks import CHECKS, QUALITY_CHECKS
-from pipelines.data_health import HEALTH_ASSETS
+from pipelines.health_assets import HEALTH_ASSETS
 from pipelines.resources import PipelineSettings
 from quality.freshness import freshness_facts, freshness_outcome
 from quality.marts_suite import check_marts

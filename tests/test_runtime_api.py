@@ -43,7 +43,7 @@ from referencing.jsonschema import DRAFT202012
 from runtime_server import Api, RuntimeProcess, events_so_far, wait_for
 from starlette.routing import Route, WebSocketRoute
 
-from live_runtime.server.app import create_app
+from live_runtime.server.routes import create_app
 from live_runtime.server.runtime import RuntimeConfig
 from telemetry.events import CHANNELS, ENVELOPE, EVENT_FIELDS, TIME_FORMAT
 from telemetry.files import list_sealed

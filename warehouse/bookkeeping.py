@@ -14,7 +14,7 @@ CHECK_RESULTS = "check_results"
 def event_index_ddl() -> str:
     return f"""CREATE TABLE IF NOT EXISTS {EVENT_INDEX} (
   event_id UUID COMMENT 'every loaded event id, across all types',
-  payload_hash UInt64 COMMENT 'hash of the parsed payload, to tell duplicates from conflicts',
+  payload_hash UInt64 COMMENT 'hash of the line as read: same for a redelivery, else a conflict',
   event_type LowCardinality(String) COMMENT 'table the event was loaded into',
   _file String COMMENT 'sealed telemetry file it was loaded from'
 )
@@ -26,7 +26,7 @@ COMMENT 'the deduplication index: one row per loaded event_id'"""
 def quarantine_ddl() -> str:
     return f"""CREATE TABLE IF NOT EXISTS {QUARANTINE} (
   _file String COMMENT 'sealed telemetry file',
-  _line UInt64 COMMENT 'line number in that file, from 1',
+  _line UInt64 COMMENT 'line number in that file, from 1; 0 for a file that could not be read',
   reason LowCardinality(String) COMMENT 'why the line was not loaded',
   event_id String COMMENT 'the event_id as sent, empty when absent',
   event_type String COMMENT 'the event_type as sent, empty when absent',
@@ -66,7 +66,7 @@ COMMENT 'loads started; one without an ingest_log row was interrupted and is rol
 
 def marts_dirty_days_ddl() -> str:
     return f"""CREATE TABLE IF NOT EXISTS {MARTS_DIRTY_DAYS} (
-  day Date COMMENT 'a UTC day whose metrics newly loaded events can change (see _touched_days)',
+  day Date COMMENT 'a UTC day whose metrics new events can change (ingest/batch_sql.py)',
   noted_at DateTime64(6, 'UTC') COMMENT 'when the load that touched it was written'
 )
 ENGINE = MergeTree

@@ -33,8 +33,9 @@ def connect(dsn: str) -> Client:
     except Exception as exc:  # the driver raises several types; all mean "cannot open"
         if "EmbeddedServer" in str(exc) or "lock" in str(exc).lower():
             raise WarehouseError(
-                f"the embedded warehouse at {dsn.removeprefix('chdb://')} is locked by another "
-                "process (chDB allows one process per data path). Stop the other creator-econ "
-                "or dagster process using it, or use a ClickHouse server DSN for concurrent use."
+                f"the embedded warehouse at {dsn.removeprefix('chdb://')} is locked: chDB "
+                "allows one process per data path and one data path per process. Stop the other "
+                "creator-econ or dagster process using it, or use a ClickHouse server DSN for "
+                "concurrent use."
             ) from exc
         raise WarehouseError(f"cannot open the warehouse {dsn!r}: {exc}") from exc

@@ -25,7 +25,7 @@ KIND_TYPES = {
 }
 
 _KIND_COMMENTS = {
-    "int": "integer; *_minor columns are money in minor units of the currency",
+    "int": "integer",
     "number": "non-negative number",
     "time": "UTC time",
     "date": "UTC date",
@@ -46,13 +46,21 @@ def column_type(field: Field) -> str:
     return KIND_TYPES[field.kind]
 
 
+def _comment(field: Field) -> str:
+    return (
+        "money in minor units of the event currency"
+        if field.is_money
+        else _KIND_COMMENTS[field.kind]
+    )
+
+
 def raw_table_ddl(event_type: str) -> str:
     columns = [
         "event_id UUID COMMENT 'deduplication key'",
         "occurred_at DateTime64(6, 'UTC') COMMENT 'when it happened, UTC'",
         "source LowCardinality(String) COMMENT 'emitting runtime instance'",
         *(
-            f"{f.name} {column_type(f)} COMMENT '{event_type}.{f.name}: {_KIND_COMMENTS[f.kind]}'"
+            f"{f.name} {column_type(f)} COMMENT '{event_type}.{f.name}: {_comment(f)}'"
             for f in EVENT_FIELDS[event_type]
         ),
         "_file String COMMENT 'sealed telemetry file the event was loaded from'",

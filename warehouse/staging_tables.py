@@ -12,6 +12,7 @@ from warehouse.raw_tables import KIND_TYPES
 LINES, PARSED, CLASSIFIED = "_stage_lines", "_stage_parsed", "_stage_classified"
 # Split entries are decoded by the typed JSON reader, which is fast but reads "5" as 5.
 SPLITS_NULLABLE = "Array(Tuple(creator_id Nullable(String), share_minor Nullable(Int64)))"
+POSITION = "(file index in the batch << 40) | line number"
 
 
 def parsed_fields() -> dict[str, Field]:
@@ -31,22 +32,28 @@ def parsed_columns_ddl() -> str:
         base = {"nullable_string": "String", "splits": SPLITS_NULLABLE}.get(
             f.kind, KIND_TYPES[f.kind]
         )
-        columns.append(f"{name} {base if f.kind in ('strings', 'splits') else f'Nullable({base})'}")
+        typed = base if f.kind in ("strings", "splits") else f"Nullable({base})"
+        columns.append(f"{name} {typed} COMMENT 'parsed {name}, null where it does not parse'")
     return ",\n  ".join(columns)
 
 
 def staging_columns() -> dict[str, str]:
     """Each staging table's columns. The event type read cheaply at staging routes each line
     to its type's parse query."""
+    position = f"pos UInt64 COMMENT '{POSITION}'"
     parsed = (
-        f"pos UInt64,\n  {parsed_columns_ddl()},\n  event_id_uuid Nullable(UUID),\n"
-        "  payload_hash UInt64,\n  quarantine_reason String"
+        f"{position},\n  {parsed_columns_ddl()},\n"
+        "  event_id_uuid Nullable(UUID) COMMENT 'event_id as a UUID, null when it is not one',\n"
+        "  payload_hash UInt64 COMMENT 'hash of the line as read',\n"
+        "  quarantine_reason String COMMENT 'first failed check, empty for a valid line'"
     )
     return {
-        LINES: "pos UInt64, line String, "
-        "type_hint LowCardinality(String) DEFAULT JSONExtractString(line, 'event_type')",
+        LINES: f"{position},\n  line String COMMENT 'the line as read, without its newline',\n"
+        "  type_hint LowCardinality(String) DEFAULT JSONExtractString(line, 'event_type') "
+        "COMMENT 'event_type read cheaply, routes the line to its parse query'",
         PARSED: parsed,
-        CLASSIFIED: parsed + ",\n  outcome LowCardinality(String)",
+        CLASSIFIED: parsed + ",\n  outcome LowCardinality(String) "
+        "COMMENT 'loaded, duplicate, or the quarantine reason'",
     }
 
 

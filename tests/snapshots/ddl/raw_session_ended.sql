@@ -1,0 +1,13 @@
+CREATE TABLE IF NOT EXISTS raw_session_ended (
+  event_id UUID COMMENT 'deduplication key',
+  occurred_at DateTime64(6, 'UTC') COMMENT 'when it happened, UTC',
+  source LowCardinality(String) COMMENT 'emitting runtime instance',
+  session_id String COMMENT 'session_ended.session_id: as sent',
+  reason LowCardinality(String) COMMENT 'session_ended.reason: as sent',
+  _file String COMMENT 'sealed telemetry file the event was loaded from',
+  _line UInt64 COMMENT 'line number in that file, from 1'
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (occurred_at, event_id)
+COMMENT 'telemetry session_ended events, one row per distinct event_id'

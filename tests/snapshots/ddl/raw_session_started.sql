@@ -1,0 +1,15 @@
+CREATE TABLE IF NOT EXISTS raw_session_started (
+  event_id UUID COMMENT 'deduplication key',
+  occurred_at DateTime64(6, 'UTC') COMMENT 'when it happened, UTC',
+  source LowCardinality(String) COMMENT 'emitting runtime instance',
+  session_id String COMMENT 'session_started.session_id: as sent',
+  creator_ids Array(String) COMMENT 'session_started.creator_ids: list of ids',
+  region LowCardinality(String) COMMENT 'session_started.region: as sent',
+  quality LowCardinality(String) COMMENT 'session_started.quality: as sent',
+  _file String COMMENT 'sealed telemetry file the event was loaded from',
+  _line UInt64 COMMENT 'line number in that file, from 1'
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(occurred_at)
+ORDER BY (occurred_at, event_id)
+COMMENT 'telemetry session_started events, one row per distinct event_id'
