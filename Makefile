@@ -6,6 +6,8 @@ DATA ?= data
 CREATORS ?= 2000
 DAYS ?= 30
 PORT ?= 8501
+# pytest processes; each test file runs whole in one of them (its fixtures are set up once)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint install dagster bench clean
 
@@ -22,7 +24,7 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: install
 	$(BIN)/ruff check --fix .
