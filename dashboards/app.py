@@ -13,6 +13,11 @@ pages = [
     st.Page("views/finance.py", title="Finance", icon=":material/payments:"),
     st.Page("views/product.py", title="Product", icon=":material/insights:"),
     st.Page("views/creator.py", title="Creator", icon=":material/person:"),
-    st.Page("views/data_health.py", title="Data health", icon=":material/health_and_safety:"),
+    st.Page(
+        "views/data_health.py",
+        title="Data health",
+        icon=":material/health_and_safety:",
+        url_path="health",  # the page's address since it first shipped
+    ),
 ]
 st.navigation(pages).run()

@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from telemetry.files import fsync_dir
+
 PARTITIONS_DIR = "_partitions"  # inside the marts directory; dashboards read only <mart>.parquet
 HEALTH_DIR = "health"  # the data health tables, beside the marts (quality/health_tables.py)
 MANIFEST = "manifest.json"
@@ -34,7 +36,7 @@ def publish_one(table: pa.Table, target: Path) -> Path:
     temporary = target.with_name(f".{target.name}.tmp")
     _write_synced(table, temporary)
     os.replace(temporary, target)
-    _sync_directory(target.parent)
+    fsync_dir(target.parent)
     return target
 
 
@@ -130,16 +132,16 @@ class PartitionStore:
             (fresh / name).mkdir(parents=True)
             for key, table in parts.items():
                 _write_synced(table, self.path(name, key, fresh))
-            _sync_directory(fresh / name)
+            fsync_dir(fresh / name)
         manifest = fresh / MANIFEST
         manifest.write_text(json.dumps({"fingerprint": fingerprint}), encoding="utf-8")
         with open(manifest, "rb") as handle:
             os.fsync(handle.fileno())
-        _sync_directory(fresh)
+        fsync_dir(fresh)
         if self.root.exists():
             os.replace(self.root, old)
         os.replace(fresh, self.root)
-        _sync_directory(self.root.parent)
+        fsync_dir(self.root.parent)
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -147,14 +149,6 @@ def _write_synced(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _sync_directory(path: Path) -> None:
-    directory = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def publish_update(

@@ -138,6 +138,7 @@ class TelemetryWriter:
 
 
 def fsync_dir(path: Path) -> None:
+    """Makes a rename or a new file in `path` durable: the directory entry is synced too."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -149,8 +149,9 @@ if log.is_empty():
     st.info("No telemetry file has been ingested yet.", icon=":material/info:")
 elif unbalanced.is_empty():
     st.success(
-        f"Every line is accounted for: lines read = loaded + duplicates + quarantined in all "
-        f"{log.height:,} files ({totals['lines_read']:,} = {totals['loaded']:,} + "
+        "Every line is accounted for: lines read = loaded + duplicates + quarantined in "
+        f"{'the one file' if log.height == 1 else f'all {log.height:,} files'} "
+        f"({totals['lines_read']:,} = {totals['loaded']:,} + "
         f"{totals['duplicates']:,} + {totals['quarantined']:,}).",
         icon=":material/check_circle:",
     )
