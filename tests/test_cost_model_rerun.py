@@ -13,21 +13,20 @@ hand from the usage written below.
 
 from __future__ import annotations
 
-import json
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from handmade import gift, seal, session_ended, session_started, usage
 
 from creator_econ.cli import main
-from telemetry.files import TelemetryWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "cost_model_default.toml"
 MARTS = ("platform_daily", "creator_weekly", "platform_weekly", "session_economics")
+SOURCE = "prices"
 OLD_VERSION, NEW_VERSION = "list-prices-2026-11", "test-doubled-transcode"
 
 # (day, session start, minutes live and transcoded): transcode is priced per minute, $0.05
@@ -44,56 +43,33 @@ TRANSCODE_OLD = {
 PUBLISH = {"2026-10-02": Decimal("0.004"), "2026-10-04": Decimal("0.010")}
 
 
-def envelope(n: int, event_type: str, at: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": at,
-        "source": "prices",
-    }
-
-
 def session_lines(number: int, day: str, start: str, minutes: int) -> list[dict[str, Any]]:
     session, base = f"s{number}", number * 10
     hour, minute = (int(x) for x in start.split(":"))
     begin = f"{day}T{hour:02d}:{minute:02d}:00.000000Z"
     end = f"{day}T{hour:02d}:{minute + minutes:02d}:00.000000Z"
+    gift_at = f"{day}T{hour:02d}:{minute:02d}:30.000000Z"
     seconds = 60 * minutes
+    common = {"session_id": session, "source": SOURCE}
     return [
-        envelope(base + 1, "session_started", begin)
-        | {"session_id": session, "creator_ids": ["c1"], "region": "eu", "quality": "hd"},
-        envelope(base + 2, "media_usage", end)
-        | {
-            "session_id": session,
-            "interval_start": begin,
-            "interval_end": end,
-            "publisher_seconds": seconds,
-            "viewer_seconds": 5 * seconds,
-            "transcode_seconds": seconds,
-            "relay_seconds": 0,
-            "egress_bytes": 1_000_000,
-            "recording_bytes": 0,
-        },
-        envelope(base + 3, "gift_sent", f"{day}T{hour:02d}:{minute:02d}:30.000000Z")
-        | {
-            "gift_id": f"g{number}",
-            "session_id": session,
-            "sender_id": "u1",
-            "coins": 100,
-            "value_minor": 100,
-            "currency": "USD",
-            "splits": [{"creator_id": "c1", "share_minor": 70}],
-            "platform_fee_minor": 30,
-        },
-        envelope(base + 4, "session_ended", end) | {"session_id": session, "reason": "host_ended"},
+        session_started(base + 1, begin, ["c1"], **common),
+        usage(
+            base + 2,
+            begin,
+            end,
+            publisher_seconds=seconds,
+            viewer_seconds=5 * seconds,
+            transcode_seconds=seconds,
+            egress_bytes=1_000_000,
+            **common,
+        ),
+        gift(base + 3, gift_at, 100, share=70, gift_id=f"g{number}", **common),
+        session_ended(base + 4, end, **common),
     ]
 
 
 def write_telemetry(telemetry: Path) -> None:
-    events = [e for n, s in enumerate(SESSIONS, 1) for e in session_lines(n, *s)]
-    with TelemetryWriter(telemetry, "prices") as writer:
-        writer.write("".join(json.dumps(e) + "\n" for e in events).encode())
+    seal(telemetry, SOURCE, [e for n, s in enumerate(SESSIONS, 1) for e in session_lines(n, *s)])
 
 
 def new_prices(path: Path) -> Path:

@@ -13,7 +13,6 @@ the rejected lines.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -21,102 +20,52 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from handmade import gift, line, order, session_ended, session_started, usage
 
 from ingest.batch import STEPS, Step
 from ingest.loader import IngestReport, ingest
 from telemetry.events import EVENT_FIELDS
 
 FIRST, SECOND = "steps-000000000001.jsonl", "steps-000000000002.jsonl"
+SOURCE = "steps"
+# Every gift is 100 = 60 + 20 in shares + 20 platform fee.
+SHARES = {"c1": 60, "c2": 20}
 
-
-def event(n: int, event_type: str, at: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": at,
-        "source": "steps",
-        **fields,
-    }
-
-
-def gift(n: int, at: str, **changes: Any) -> dict[str, Any]:
-    # 100 = 60 + 20 in shares + 20 platform fee.
-    return event(
-        n, "gift_sent", at, gift_id=f"g{n}", session_id="s1", sender_id="u1", coins=100,
-        value_minor=100, currency="USD", platform_fee_minor=20,
-        splits=[{"creator_id": "c1", "share_minor": 60}, {"creator_id": "c2", "share_minor": 20}],
-    ) | changes  # fmt: skip
-
-
-def order(n: int, at: str, gross: int) -> dict[str, Any]:
-    fee, commission = gross * 3 // 100, gross // 10
-    return event(
-        n, "order_paid", at, order_id=f"o{n}", session_id="s1", creator_id="c1",
-        product_id="p1", quantity=1, gross_minor=gross, currency="USD", payment_fee_minor=fee,
-        commission_minor=commission, creator_net_minor=gross - fee - commission,
-    )  # fmt: skip
-
-
-def dump(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"))
-
-
-GIFT_1 = dump(gift(1, "2026-10-01T10:00:00.000000Z"))
-ORDER_2 = dump(order(2, "2026-10-01T11:00:00.000000Z", gross=1000))
+GIFT_1 = line(gift(1, "2026-10-01T10:00:00.000000Z", 100, SHARES, source=SOURCE))
+ORDER_2 = line(order(2, "2026-10-01T11:00:00.000000Z", 1000, session_id="s1", source=SOURCE))
 # The same event_id as ORDER_2 with another payload: a conflicting duplicate.
-ORDER_2_CHANGED = dump(order(2, "2026-10-05T11:00:00.000000Z", gross=2000))
-BAD_COINS = dump(gift(7, "2026-10-05T10:00:00.000000Z", coins="100"))
+ORDER_2_CHANGED = line(
+    order(2, "2026-10-05T11:00:00.000000Z", 2000, session_id="s1", source=SOURCE)
+)
+BAD_COINS = line(gift(7, "2026-10-05T10:00:00.000000Z", 100, SHARES, coins="100", source=SOURCE))
 
 FILES: dict[str, list[str]] = {
     FIRST: [
         GIFT_1,
         ORDER_2,
-        dump(
-            event(
-                3,
-                "session_started",
-                "2026-10-01T09:00:00.000000Z",
-                session_id="s1",
-                creator_ids=["c1", "c2"],
-                region="eu",
-                quality="hd",
-            )
-        ),  # fmt: skip
+        line(session_started(3, "2026-10-01T09:00:00.000000Z", ["c1", "c2"], source=SOURCE)),
         GIFT_1,  # a redelivery in the same file
         "not json",
     ],
     SECOND: [
-        dump(gift(4, "2026-10-02T10:00:00.000000Z")),
-        dump(order(5, "2026-10-02T11:00:00.000000Z", gross=500)),
+        line(gift(4, "2026-10-02T10:00:00.000000Z", 100, SHARES, source=SOURCE)),
+        line(order(5, "2026-10-02T11:00:00.000000Z", 500, session_id="s1", source=SOURCE)),
         GIFT_1,  # a redelivery of the first file's line
         ORDER_2_CHANGED,
-        dump(
-            event(
+        line(
+            usage(
                 6,
-                "media_usage",
+                "2026-10-02T23:59:30.000000Z",
                 "2026-10-03T00:00:30.000000Z",
-                session_id="s1",
-                interval_start="2026-10-02T23:59:30.000000Z",
-                interval_end="2026-10-03T00:00:30.000000Z",
                 publisher_seconds=60,
                 viewer_seconds=120,
                 transcode_seconds=60,
-                relay_seconds=0,
                 egress_bytes=1000,
-                recording_bytes=0,
+                source=SOURCE,
             )
-        ),  # fmt: skip
+        ),
         BAD_COINS,
-        dump(
-            event(
-                8,
-                "session_ended",
-                "2026-10-02T12:00:00.000000Z",
-                session_id="s1",
-                reason="host_ended",
-            )
-        ),  # fmt: skip
+        line(session_ended(8, "2026-10-02T12:00:00.000000Z", source=SOURCE)),
     ],
 }
 # The lines written to be rejected, by (file, line number), with the reason docs/ingest.md
@@ -137,7 +86,7 @@ def write_files(root: Path) -> None:
     sealed = root / "sealed"
     sealed.mkdir(parents=True)
     for name, lines in FILES.items():
-        (sealed / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        (sealed / name).write_text("".join(text + "\n" for text in lines), encoding="utf-8")
 
 
 def valid_ids_by_type(root: Path) -> dict[str, set[str]]:
@@ -146,9 +95,9 @@ def valid_ids_by_type(root: Path) -> dict[str, set[str]]:
     ids: dict[str, set[str]] = defaultdict(set)
     for name in FILES:
         text = (root / "sealed" / name).read_text(encoding="utf-8")
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, written in enumerate(text.splitlines(), 1):
             if (name, number) not in REJECTED:
-                body = json.loads(line)
+                body = json.loads(written)
                 ids[body["event_type"]].add(body["event_id"])
     return ids
 

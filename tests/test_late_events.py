@@ -16,13 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
+from handmade import event, gift, refund, seal, usage
 
 from models.recompute import (
     DirtyFacts,
@@ -40,6 +40,7 @@ from models.sql import MARTS
 
 D = date.fromisoformat
 PROJECT = Path(__file__).resolve().parent.parent
+SOURCE = "late"  # the source of the late files and their events
 
 
 def facts(**overrides) -> DirtyFacts:
@@ -210,24 +211,6 @@ def read_events(telemetry: Path) -> list[dict]:
     ]
 
 
-def envelope(event_type: str, at: str) -> dict:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": at,
-        "source": "late",
-    }
-
-
-def write_late(telemetry: Path, events: list[dict]) -> None:
-    """A new sealed file (its own source, sequence 1 or next) written by the runtime's writer."""
-    from telemetry.files import TelemetryWriter
-
-    with TelemetryWriter(telemetry, "late") as writer:
-        writer.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode())
-
-
 def late_gift_usage_and_refund(telemetry: Path) -> dict:
     """A gift and a media_usage interval in an Oct 2 session, and a refund on Oct 3 of an order
     paid before: four days late or more for a run that has already published Oct 6."""
@@ -248,45 +231,48 @@ def late_gift_usage_and_refund(telemetry: Path) -> dict:
     at = session["occurred_at"]
     minute_later = at[:17] + "59.000000Z" if at[17:19] < "59" else at
     creator = session["creator_ids"][0]
-    write_late(
+    session_id = session["session_id"]
+    seal(
         telemetry,
+        SOURCE,
         [
-            {
-                **envelope("gift_sent", minute_later),
-                "gift_id": "late-gift",
-                "session_id": session["session_id"],
-                "sender_id": "u_late",
-                "coins": 100,
-                "value_minor": 1000,
-                "currency": "USD",
-                "splits": [{"creator_id": creator, "share_minor": 700}],
-                "platform_fee_minor": 300,
-            },
-            {
-                **envelope("media_usage", minute_later),
-                "session_id": session["session_id"],
-                "interval_start": at,
-                "interval_end": minute_later,
-                "publisher_seconds": 30,
-                "viewer_seconds": 600,
-                "transcode_seconds": 90,
-                "relay_seconds": 0,
-                "egress_bytes": 50_000_000,
-                "recording_bytes": 0,
-            },
-            {
-                **envelope("order_refunded", f"{REFUND_DAY}T12:00:00.000000Z"),
-                "order_id": order["order_id"],
-                "refund_minor": order["gross_minor"],
-                "reason": "customer_request",
-            },
+            gift(
+                1,
+                minute_later,
+                1000,
+                {creator: 700},
+                coins=100,
+                gift_id="late-gift",
+                session_id=session_id,
+                sender_id="u_late",
+                source=SOURCE,
+            ),
+            usage(
+                2,
+                at,
+                minute_later,
+                publisher_seconds=30,
+                viewer_seconds=600,
+                transcode_seconds=90,
+                egress_bytes=50_000_000,
+                session_id=session_id,
+                source=SOURCE,
+            ),
+            refund(
+                3,
+                f"{REFUND_DAY}T12:00:00.000000Z",
+                order["order_id"],
+                order["gross_minor"],
+                source=SOURCE,
+            ),
             # The refund of an order not seen yet: it counts once the order arrives.
-            {
-                **envelope("order_refunded", f"{REFUND_DAY}T13:00:00.000000Z"),
-                "order_id": "late-order",
-                "refund_minor": order["gross_minor"],
-                "reason": "customer_request",
-            },
+            refund(
+                4,
+                f"{REFUND_DAY}T13:00:00.000000Z",
+                "late-order",
+                order["gross_minor"],
+                source=SOURCE,
+            ),
         ],
     )
     return {"creator": creator, "order": order, "session": session["session_id"]}
@@ -296,12 +282,13 @@ def late_purchase_and_order(telemetry: Path, order: dict) -> None:
     """A week late for Oct 1: a coin purchase, and the order refunded on Oct 3 that was missing."""
     purchase = next(e for e in read_events(telemetry) if e["event_type"] == "coins_purchased")
     paid = "2026-10-01T08:30:00.000000Z"
-    write_late(
+    seal(
         telemetry,
+        SOURCE,
         [
-            {**purchase, **envelope("coins_purchased", "2026-10-01T08:00:00.000000Z"),
+            {**purchase, **event(5, "coins_purchased", "2026-10-01T08:00:00.000000Z", SOURCE),
              "purchase_id": "late-purchase"},
-            {**order, **envelope("order_paid", paid), "order_id": "late-order",
+            {**order, **event(6, "order_paid", paid, SOURCE), "order_id": "late-order",
              "session_id": None},
         ],
     )  # fmt: skip

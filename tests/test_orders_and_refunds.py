@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -21,60 +19,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from handmade import gift, order, refund, seal
 
 from creator_econ.cli import main
-from telemetry.files import TelemetryWriter
 
-
-def envelope(n: int, event_type: str, at: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": at,
-        "source": "shop",
-    }
-
-
-def order(n: int, at: str, order_id: str, creator: str, gross: int, fee: int, commission: int):
-    return envelope(n, "order_paid", at) | {
-        "order_id": order_id,
-        "session_id": None,
-        "creator_id": creator,
-        "product_id": "p1",
-        "quantity": 1,
-        "gross_minor": gross,
-        "currency": "USD",
-        "payment_fee_minor": fee,
-        "commission_minor": commission,
-        "creator_net_minor": gross - fee - commission,
-    }
-
-
-def gift(n: int, at: str, value: int, share: int) -> dict[str, Any]:
-    return envelope(n, "gift_sent", at) | {
-        "gift_id": f"g{n}",
-        "session_id": "s1",
-        "sender_id": "u1",
-        "coins": value,
-        "value_minor": value,
-        "currency": "USD",
-        "splits": [{"creator_id": "c1", "share_minor": share}],
-        "platform_fee_minor": value - share,
-    }
-
-
-def refund(n: int, at: str, order_id: str, amount: int) -> dict[str, Any]:
-    return envelope(n, "order_refunded", at) | {
-        "order_id": order_id,
-        "refund_minor": amount,
-        "reason": "customer_request",
-    }
-
-
-def seal(telemetry: Path, events: list[dict[str, Any]]) -> None:
-    with TelemetryWriter(telemetry, "shop") as writer:
-        writer.write("".join(json.dumps(e) + "\n" for e in events).encode())
+SOURCE = "shop"
 
 
 def run(telemetry: Path, root: Path) -> str:
@@ -123,11 +72,12 @@ def test_an_order_paid_twice_under_two_event_ids_counts_once(tmp_path: Path) -> 
     # event comes again the next day under another event id (the same amounts).
     seal(
         telemetry,
+        SOURCE,
         [
-            order(1, "2026-10-01T10:00:00.000000Z", "o1", "c1", 1000, fee=30, commission=100),
-            gift(3, "2026-10-01T12:00:00.000000Z", 200, share=150),
-            order(2, "2026-10-02T09:00:00.000000Z", "o1", "c1", 1000, fee=30, commission=100),
-            gift(4, "2026-10-02T12:00:00.000000Z", 100, share=70),
+            order(1, "2026-10-01T10:00:00.000000Z", 1000, 30, 100, order_id="o1", source=SOURCE),
+            gift(3, "2026-10-01T12:00:00.000000Z", 200, share=150, source=SOURCE),
+            order(2, "2026-10-02T09:00:00.000000Z", 1000, 30, 100, order_id="o1", source=SOURCE),
+            gift(4, "2026-10-02T12:00:00.000000Z", 100, share=70, source=SOURCE),
         ],
     )
     run(telemetry, tmp_path)
@@ -156,10 +106,12 @@ def test_an_order_paid_twice_under_two_event_ids_counts_once(tmp_path: Path) -> 
 
 # Order o9: $20.00 gross on Oct 1, $0.60 payment fee, $2.00 commission: $17.40 to c2. It is
 # refunded in full on Oct 3, and the refund is delivered before the order.
-ORDER_O9 = order(12, "2026-10-01T09:00:00.000000Z", "o9", "c2", 2000, fee=60, commission=200)
+ORDER_O9 = order(
+    12, "2026-10-01T09:00:00.000000Z", 2000, 60, 200, order_id="o9", creator="c2", source=SOURCE
+)
 REFUND_FILE = [
-    gift(11, "2026-10-03T10:00:00.000000Z", 1000, share=700),  # $10.00, $3.00 fee
-    refund(10, "2026-10-03T12:00:00.000000Z", "o9", 2000),
+    gift(11, "2026-10-03T10:00:00.000000Z", 1000, share=700, source=SOURCE),  # $10.00, $3.00 fee
+    refund(10, "2026-10-03T12:00:00.000000Z", "o9", 2000, source=SOURCE),
 ]
 
 
@@ -169,10 +121,10 @@ def refund_first(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     same two files (the refund in the earlier sealed file)."""
     root = tmp_path_factory.mktemp("refund")
     telemetry = root / "telemetry"
-    seal(telemetry, REFUND_FILE)
+    seal(telemetry, SOURCE, REFUND_FILE)
     out: dict[str, Any] = {"first": run(telemetry, root / "state"), "root": root / "state"}
     out["daily_first"] = daily(root / "state")
-    seal(telemetry, [ORDER_O9])
+    seal(telemetry, SOURCE, [ORDER_O9])
     out["second"] = run(telemetry, root / "state")
     out["daily_second"] = daily(root / "state")
     out["weekly_second"] = creator_weekly(root / "state")

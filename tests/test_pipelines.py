@@ -9,8 +9,6 @@ worked out by hand from the lines written below.
 
 from __future__ import annotations
 
-import json
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from handmade import gift, line, order, seal
 
 from pipelines.assets import ingest_telemetry, publish_marts
 from pipelines.definitions import defs
@@ -124,68 +123,20 @@ def test_sensor_requests_a_run_for_new_sealed_files(tmp_path):
 # --- single assets, materialized alone over hand-written telemetry -----------------------------
 
 
-def envelope(n: int, event_type: str, at: str) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": event_type,
-        "schema_version": 1,
-        "occurred_at": at,
-        "source": "hand",
-    }
-
-
-def gift(n: int, at: str, value: int, shares: dict[str, int]) -> str:
-    body = envelope(n, "gift_sent", at) | {
-        "gift_id": f"g{n}",
-        "session_id": "s1",
-        "sender_id": "u1",
-        "coins": value,
-        "value_minor": value,
-        "currency": "USD",
-        "splits": [{"creator_id": c, "share_minor": s} for c, s in shares.items()],
-        "platform_fee_minor": value - sum(shares.values()),
-    }
-    return json.dumps(body, separators=(",", ":"))
-
-
-def order(n: int, at: str, gross: int, fee: int, commission: int) -> str:
-    body = envelope(n, "order_paid", at) | {
-        "order_id": f"o{n}",
-        "session_id": None,
-        "creator_id": "c1",
-        "product_id": "p1",
-        "quantity": 1,
-        "gross_minor": gross,
-        "currency": "USD",
-        "payment_fee_minor": fee,
-        "commission_minor": commission,
-        "creator_net_minor": gross - fee - commission,
-    }
-    return json.dumps(body, separators=(",", ":"))
-
-
 # Oct 1: a $1.00 gift (fee $0.20) and a $10.00 order (fee $0.30, commission $1.00); Oct 3: a
 # $2.00 gift (fee $0.50). The first gift is delivered twice, and one line is not JSON.
-GIFT_OCT_1 = gift(1, "2026-10-01T10:00:00.000000Z", 100, {"c1": 60, "c2": 20})
+GIFT_OCT_1 = line(gift(1, "2026-10-01T10:00:00.000000Z", 100, {"c1": 60, "c2": 20}))
 FIRST_FILE = [
     GIFT_OCT_1,
-    order(2, "2026-10-01T11:00:00.000000Z", 1000, fee=30, commission=100),
-    gift(3, "2026-10-03T09:00:00.000000Z", 200, {"c1": 150}),
+    line(order(2, "2026-10-01T11:00:00.000000Z", 1000, fee=30, commission=100)),
+    line(gift(3, "2026-10-03T09:00:00.000000Z", 200, {"c1": 150})),
     GIFT_OCT_1,
     "{not json",
 ]
 # Later: a $3.00 gift on Oct 1 (fee $0.60), arriving after the marts were published; then
 # another $5.00 one (fee $1.00).
-LATE_FILE = [gift(4, "2026-10-01T12:00:00.000000Z", 300, {"c1": 240})]
-LATE_OCT_1_AGAIN = gift(5, "2026-10-01T13:00:00.000000Z", 500, {"c1": 400})
-
-
-def seal(telemetry: Path, lines: list[str]) -> Path:
-    with TelemetryWriter(telemetry, "hand") as writer:
-        writer.write("".join(line + "\n" for line in lines).encode())
-        sealed = writer.seal()
-    assert sealed is not None
-    return sealed
+LATE_FILE = [line(gift(4, "2026-10-01T12:00:00.000000Z", 300, {"c1": 240}))]
+LATE_OCT_1_AGAIN = line(gift(5, "2026-10-01T13:00:00.000000Z", 500, {"c1": 400}))
 
 
 def metadata(result: dg.ExecuteInProcessResult, node: str) -> dict[str, dict[str, Any]]:
@@ -241,7 +192,7 @@ def hand_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return result.success, {n for n, i in after.items() if before.get(n) != i}, daily(marts)
 
     out: dict[str, Any] = {"marts": marts}
-    out["first_file"] = seal(telemetry, FIRST_FILE)
+    out["first_file"] = seal(telemetry, "hand", FIRST_FILE)
     out["ingest"] = metadata(materialize(ingest_telemetry), "ingest_telemetry")
     health = materialize(data_health)
     out["health_meta"] = metadata(health, "data_health")["data_health"]
@@ -256,10 +207,10 @@ def hand_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for name in MARTS
     }
 
-    seal(telemetry, LATE_FILE)
+    seal(telemetry, "hand", LATE_FILE)
     out["late_ingest"] = metadata(materialize(ingest_telemetry), "ingest_telemetry")
     out["oct_1_run"] = publish_day("2026-10-01")  # the day the late gift dirtied
-    seal(telemetry, [LATE_OCT_1_AGAIN])
+    seal(telemetry, "hand", [LATE_OCT_1_AGAIN])
     materialize(ingest_telemetry)
     out["oct_3_run"] = publish_day("2026-10-03")  # another day than the dirty one
     return out

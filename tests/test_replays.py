@@ -13,20 +13,21 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import handmade
 import pytest
 from clickhouse_connect.driver.client import Client
+from handmade import line, seal
 
 from ingest.loader import IngestReport, ingest
 from pipelines.assets import ingest_telemetry
 from pipelines.resources import PipelineSettings
-from telemetry.events import EVENT_FIELDS, TIME_FORMAT
-from telemetry.files import TelemetryWriter, sealed_file_name
+from telemetry.events import EVENT_FIELDS
+from telemetry.files import sealed_file_name
 from warehouse.bookkeeping import EVENT_INDEX
 from warehouse.raw_tables import raw_table
 
@@ -38,59 +39,12 @@ def gift(n: int, at: datetime, value: int = 100) -> dict[str, Any]:
     """A gift worth `value`, split 70/30 between two creators after a 10% platform fee."""
     fee = value // 10
     first = (value - fee) * 7 // 10
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": "gift_sent",
-        "schema_version": 1,
-        "occurred_at": at.strftime(TIME_FORMAT),
-        "source": SOURCE,
-        "gift_id": f"g{n}",
-        "session_id": "s1",
-        "sender_id": "u1",
-        "coins": value,
-        "value_minor": value,
-        "currency": "USD",
-        "splits": [
-            {"creator_id": "c1", "share_minor": first},
-            {"creator_id": "c2", "share_minor": value - fee - first},
-        ],
-        "platform_fee_minor": fee,
-    }
+    return handmade.gift(n, at, value, {"c1": first, "c2": value - fee - first}, source=SOURCE)
 
 
 def order(n: int, at: datetime, gross: int = 1000) -> dict[str, Any]:
-    fee, commission = gross * 3 // 100, gross // 10
-    return {
-        "event_id": str(uuid.UUID(int=n)),
-        "event_type": "order_paid",
-        "schema_version": 1,
-        "occurred_at": at.strftime(TIME_FORMAT),
-        "source": SOURCE,
-        "order_id": f"o{n}",
-        "session_id": None,
-        "creator_id": "c1",
-        "product_id": "p1",
-        "quantity": 1,
-        "gross_minor": gross,
-        "currency": "USD",
-        "payment_fee_minor": fee,
-        "commission_minor": commission,
-        "creator_net_minor": gross - fee - commission,
-    }
-
-
-def line(event: dict[str, Any]) -> bytes:
-    """One event as the runtime writes it; a redelivery repeats these bytes exactly."""
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
-
-
-def seal(telemetry: Path, events: list[dict[str, Any] | bytes], source: str = SOURCE) -> Path:
-    """Seal one file of events (or ready lines) through the runtime's own telemetry writer."""
-    with TelemetryWriter(telemetry, source) as writer:
-        writer.write_lines([e if isinstance(e, bytes) else line(e) for e in events])
-        path = writer.seal()
-    assert path is not None
-    return path
+    """An order of `gross` with a 3% payment fee and a 10% commission."""
+    return handmade.order(n, at, gross, source=SOURCE)
 
 
 def day(text: str) -> datetime:
@@ -147,7 +101,7 @@ def test_a_file_sealed_again_under_new_names_loads_nothing_twice(tmp_path, wareh
     telemetry = tmp_path / "telemetry"
     events = [gift(n, day("2026-10-01") + timedelta(minutes=n)) for n in range(1, 5)]
     events.append(order(5, day("2026-10-01T12:00:00")))
-    first = seal(telemetry, events)
+    first = seal(telemetry, SOURCE, events)
     assert counts(ingest(warehouse, telemetry, read_files_in_warehouse=in_warehouse)) == [
         (first.name, 5, 0, 0, 0)
     ]
@@ -172,10 +126,10 @@ def test_a_file_mixing_seen_and_unseen_events_loads_only_the_unseen(tmp_path, wa
     telemetry = tmp_path / "telemetry"
     start = day("2026-10-02")
     seen = [gift(n, start + timedelta(minutes=n)) for n in range(1, 5)]
-    first = seal(telemetry, seen)
+    first = seal(telemetry, SOURCE, seen)
     ingest(warehouse, telemetry, read_files_in_warehouse=True)
     unseen = [gift(5, start + timedelta(hours=2)), order(6, start + timedelta(hours=3))]
-    mixed = seal(telemetry, [seen[2], unseen[0], seen[0], unseen[1], seen[2]])
+    mixed = seal(telemetry, SOURCE, [seen[2], unseen[0], seen[0], unseen[1], seen[2]])
     report = ingest(warehouse, telemetry, read_files_in_warehouse=True)
     assert counts(report) == [(mixed.name, 2, 3, 0, 0)]
     where = dict(
@@ -202,12 +156,12 @@ def test_an_event_redelivered_months_later_after_merges_counts_once(tmp_path, wa
     october = day("2026-10-03T20:15:00")
     original = gift(1, october, value=250)
     in_october = [original, *(gift(n, october + timedelta(days=n)) for n in range(2, 6))]
-    seal(telemetry, in_october)
+    seal(telemetry, SOURCE, in_october)
     ingest(warehouse, telemetry, read_files_in_warehouse=True)
 
     december = day("2026-12-20T18:00:00")
     in_december = [gift(n, december + timedelta(hours=n)) for n in range(10, 13)]
-    redelivered = seal(telemetry, [in_december[0], original, *in_december[1:]])
+    redelivered = seal(telemetry, SOURCE, [in_december[0], original, *in_december[1:]])
     report = ingest(warehouse, telemetry, read_files_in_warehouse=True)
     assert counts(report) == [(redelivered.name, 3, 1, 0, 0)]
 
@@ -221,7 +175,7 @@ def test_an_event_redelivered_months_later_after_merges_counts_once(tmp_path, wa
 
     march = day("2027-03-14T09:30:00")
     in_march = [order(20, march), gift(21, march)]
-    much_later = seal(telemetry, [*in_march, original], source="relay-b")
+    much_later = seal(telemetry, "relay-b", [*in_march, original])
     report = ingest(warehouse, telemetry, read_files_in_warehouse=False, batch_bytes=1)
     assert counts(report) == [(much_later.name, 2, 1, 0, 0)]
 
@@ -242,11 +196,11 @@ def test_an_event_redelivered_months_later_after_merges_counts_once(tmp_path, wa
 def test_a_conflicting_redelivery_is_quarantined_and_the_first_stays(tmp_path, warehouse):
     telemetry = tmp_path / "telemetry"
     first = gift(1, day("2026-10-05T10:00:00"), value=100)
-    seal(telemetry, [first])
+    seal(telemetry, SOURCE, [first])
     ingest(warehouse, telemetry, read_files_in_warehouse=True)
     changed = gift(1, day("2026-10-05T10:00:00"), value=500)
     reordered = json.dumps(dict(reversed(list(first.items()))), separators=(",", ":"))
-    conflicts = seal(telemetry, [changed, reordered.encode() + b"\n", first])
+    conflicts = seal(telemetry, SOURCE, [changed, reordered, first])
     report = ingest(warehouse, telemetry, read_files_in_warehouse=True)
     # A payload that is equal as JSON but not byte-identical is a conflict too: only the
     # producer's exact bytes prove a redelivery.
@@ -257,7 +211,7 @@ def test_a_conflicting_redelivery_is_quarantined_and_the_first_stays(tmp_path, w
     ).result_rows
     assert quarantined == [
         (conflicts.name, 1, "conflicting_duplicate", first["event_id"], "gift_sent",
-         line(changed).decode().rstrip("\n")),
+         line(changed)),
         (conflicts.name, 2, "conflicting_duplicate", first["event_id"], "gift_sent", reordered),
     ]  # fmt: skip
     log = warehouse.query(
@@ -285,13 +239,13 @@ WARNING = re.compile(
 def test_the_run_command_warns_about_conflicting_duplicates(tmp_path):
     telemetry = tmp_path / "telemetry"
     first = [gift(n, day("2026-10-06T12:00:00") + timedelta(minutes=n)) for n in range(1, 4)]
-    seal(telemetry, first)
+    seal(telemetry, SOURCE, first)
     quiet = run_cli(telemetry, tmp_path)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not WARNING.search(quiet.stdout + quiet.stderr)
 
     changed = [gift(1, day("2026-10-06T12:01:00"), value=999), gift(2, day("2026-10-07"))]
-    seal(telemetry, [*changed, first[2], gift(4, day("2026-10-07T08:00:00"))])
+    seal(telemetry, SOURCE, [*changed, first[2], gift(4, day("2026-10-07T08:00:00"))])
     loud = run_cli(telemetry, tmp_path)
     output = loud.stdout + loud.stderr
     assert loud.returncode == 0, output[-3000:]
@@ -328,12 +282,12 @@ def test_the_dagster_materialization_records_conflicting_duplicates(tmp_path):
         return metas["quarantine"], warnings
 
     original = gift(1, day("2026-10-08T09:00:00"))
-    seal(telemetry, [original, gift(2, day("2026-10-08T09:05:00"))])
+    seal(telemetry, SOURCE, [original, gift(2, day("2026-10-08T09:05:00"))])
     meta, warnings = materialize()
     assert (meta["loaded"], meta["conflicting_duplicates"]) == (2, 0)
     assert not any("different payload" in w for w in warnings)
 
-    seal(telemetry, [gift(1, day("2026-10-08T09:00:00"), value=300), original])
+    seal(telemetry, SOURCE, [gift(1, day("2026-10-08T09:00:00"), value=300), original])
     meta, warnings = materialize()
     assert (meta["loaded"], meta["duplicates"], meta["quarantined"]) == (0, 1, 1)
     assert meta["conflicting_duplicates"] == 1
@@ -363,7 +317,7 @@ def test_money_after_replays_equals_the_distinct_events(tmp_path, warehouse):
         again = rng.sample(distinct, min(len(distinct), 25))
         mixed = new + again
         rng.shuffle(mixed)
-        path = seal(telemetry, mixed)
+        path = seal(telemetry, SOURCE, mixed)
         distinct += new
         if month == 1:
             shutil.copyfile(path, telemetry / "sealed" / sealed_file_name("replayer", 1))
