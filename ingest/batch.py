@@ -104,6 +104,11 @@ def _write_event_index(batch: Batch) -> None:
         batch.command(sql.WRITE_INDEX)
 
 
+def _write_aggregates(batch: Batch) -> None:
+    for statement in sql.WRITE_AGGREGATES:
+        batch.command(statement)
+
+
 def _write_quarantine(batch: Batch) -> None:
     batch.command(sql.WRITE_QUARANTINE)
     if batch.unreadable:
@@ -151,6 +156,7 @@ STEPS: tuple[Step, ...] = (
     Step("find the days the new events touch", _find_touched_days),
     Step("write the raw tables", _write_raw_tables, announce=True),
     Step("write the event index", _write_event_index),
+    Step("write the day and session aggregates", _write_aggregates),
     Step("write the quarantine", _write_quarantine),
     Step("count lines per file", _count_lines),
     Step("note dirty days", _note_dirty_days),

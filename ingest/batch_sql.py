@@ -7,6 +7,7 @@ name a line's file (bound as the array of the batch's file names) and line witho
 from __future__ import annotations
 
 from telemetry.events import EVENT_FIELDS
+from warehouse.aggregates import DAY_TABLES, EGRESS_BY_DAY, EVENT_DAYS, SESSION_USAGE_END
 from warehouse.bookkeeping import EVENT_INDEX, INGEST_ATTEMPTS, INGEST_LOG, QUARANTINE
 from warehouse.raw_tables import raw_table
 from warehouse.staging_tables import CLASSIFIED, LINES, PARSED
@@ -78,6 +79,19 @@ FROM {LINES} AS l INNER JOIN (
   SELECT pos, outcome, event_id, event_type FROM {CLASSIFIED}
   WHERE outcome NOT IN {NOT_QUARANTINED}) AS q USING pos"""
 
+# The ingest-kept aggregates (warehouse/aggregates.py), from the batch's loaded lines.
+_LOADED_USAGE = f"FROM {CLASSIFIED} WHERE outcome = 'loaded' AND event_type = 'media_usage'"
+WRITE_AGGREGATES = (
+    f"INSERT INTO {EGRESS_BY_DAY} SELECT toDate(interval_start), {FILE_NAME}, "
+    f"sum(egress_bytes) {_LOADED_USAGE} GROUP BY 1, 2",
+    f"INSERT INTO {SESSION_USAGE_END} SELECT session_id, {FILE_NAME}, max(interval_end) "
+    f"{_LOADED_USAGE} GROUP BY 1, 2",
+    f"INSERT INTO {EVENT_DAYS} SELECT DISTINCT event_type, toDate(multiIf("
+    + ", ".join(f"event_type = '{t}', {column}" for t, column in DAY_TABLES.items())
+    + f", NULL)), {FILE_NAME} FROM {CLASSIFIED} WHERE outcome = 'loaded' AND event_type IN "
+    f"{tuple(DAY_TABLES)}",
+)
+
 # Days whose metrics the batch's new events can change: their own day, for usage the day of the
 # interval's start (the day its cost belongs to), and for a newly paid order the days of its
 # refunds and other paid events (a refund counts once its order is known, and an order is dated
@@ -107,7 +121,14 @@ INTERRUPTED_FILES = (
     f"WHERE _file NOT IN (SELECT _file FROM {INGEST_LOG})"
 )
 # Every table an interrupted load may have written rows to, each row tagged with its `_file`.
-ROLLED_BACK_TABLES = (*(raw_table(t) for t in EVENT_FIELDS), EVENT_INDEX, QUARANTINE)
+ROLLED_BACK_TABLES = (
+    *(raw_table(t) for t in EVENT_FIELDS),
+    EVENT_INDEX,
+    QUARANTINE,
+    EGRESS_BY_DAY,
+    SESSION_USAGE_END,
+    EVENT_DAYS,
+)
 
 
 def delete_files_sql(table: str) -> str:

@@ -1,4 +1,5 @@
-"""Computing the marts: the extracted warehouse tables and a cost model in, Arrow marts out."""
+"""Computing the marts: the warehouse's aggregates of a window and a cost model in, Arrow marts
+out."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import duckdb
 import pyarrow as pa
 
 from models.cost_model import CostModel
-from models.extract import QUERIES
 from models.publish import MartsUpdate, as_stored
+from models.reads import QUERIES
 from models.recompute import Plan, row_keys, split
 from models.sql import MARTS, STEPS
 
@@ -35,13 +36,16 @@ def build_marts(tables: dict[str, pa.Table], cost_model: CostModel) -> dict[str,
     return {name: _stamp(name, table, cost_model) for name, table in marts.items()}
 
 
-def build_update(tables: dict[str, pa.Table], cost_model: CostModel, plan: Plan) -> MartsUpdate:
-    """The plan's partitions of every mart, computed from the tables of its window."""
+def build_update(
+    tables: dict[str, pa.Table], cost_model: CostModel, plan: Plan, whole: Plan | None = None
+) -> MartsUpdate:
+    """The plan's partitions of every mart, computed from the tables of its window. On a full
+    recompute `whole` is the complete plan (of which `plan` is a week): a row that belongs to
+    none of its partitions would be lost, so it stops the run."""
     marts = as_stored(build_marts(tables, cost_model))
-    keys = plan.keys()
-    partitions = split(marts, keys)
-    if plan.full:
-        _check_every_row_kept(marts, partitions)
+    partitions = split(marts, plan.keys())
+    if plan.full and whole is not None:
+        _check_every_row_planned(marts, whole.keys())
     return MartsUpdate(partitions, {n: t.schema for n, t in marts.items()}, plan.full)
 
 
@@ -58,24 +62,19 @@ def tier_bounds(cost_model: CostModel) -> tuple[int, ...]:
     return tuple(t.up_to_bytes for t in cost_model.egress_tiers[:-1] if t.up_to_bytes is not None)
 
 
-def _check_every_row_kept(marts: dict[str, pa.Table], partitions: dict) -> None:
-    """A full recompute keeps every row: a row outside the planned keys would be lost."""
+def _check_every_row_planned(marts: dict[str, pa.Table], keys: dict[str, list]) -> None:
     for name, table in marts.items():
-        kept = sum(t.num_rows for t in partitions[name].values())
-        if kept != table.num_rows:
-            keys = sorted(set(row_keys(name, table).to_pylist()) - set(partitions[name]))
+        outside = sorted(set(row_keys(name, table).to_pylist()) - set(keys[name]))
+        if outside:
             raise ModelInputError(
-                f"{name}: {table.num_rows - kept} rows fall outside the planned partitions "
-                f"(keys {keys[:5]}); the partition plan does not cover the data"
+                f"{name}: rows fall outside the planned partitions (keys {outside[:5]}); the "
+                "partition plan does not cover the data"
             )
 
 
 def _cost_tables(model: CostModel) -> dict[str, pa.Table]:
-    prices = dict(model.pico_prices)
-    prices["recording_gb"] = int(
-        prices.pop("recording_gb_month") * model.recording_retention_months
-    )
-    bounds = [0] + [t.up_to_bytes for t in model.egress_tiers[:-1]]
+    """The prices the metric SQL applies itself (usage is priced in the warehouse) and the fx."""
+    prices = {name: model.pico_prices[name] for name in ("per_transaction", "fixed_monthly")}
     return {
         "prices": pa.table({k: pa.array([v], pa.int64()) for k, v in prices.items()}),
         "fx": pa.table(
@@ -84,20 +83,13 @@ def _cost_tables(model: CostModel) -> dict[str, pa.Table]:
                 "pico": [model.pico_per_minor_unit(c) for c in model.fx_pico_per_unit],
             }
         ),
-        "tiers": pa.table(
-            {
-                "from_bytes": pa.array(bounds, pa.int64()),
-                "up_to_bytes": pa.array([t.up_to_bytes for t in model.egress_tiers], pa.int64()),
-                "pico_per_gb": pa.array([t.pico_per_gb for t in model.egress_tiers], pa.int64()),
-            }
-        ),
     }
 
 
 def _check_currencies(con: duckdb.DuckDBPyConnection, model: CostModel) -> None:
     used = con.execute(
         "SELECT DISTINCT currency FROM (SELECT currency FROM gifts UNION ALL "
-        "SELECT currency FROM orders UNION ALL SELECT currency FROM purchases_daily)"
+        "SELECT currency FROM orders UNION ALL SELECT currency FROM purchases)"
     ).fetchall()
     missing = sorted({c for (c,) in used} - set(model.fx_pico_per_unit))
     if missing:

@@ -45,6 +45,11 @@ class CostModel:
     egress_tiers: tuple[EgressTier, ...]
     fx_pico_per_unit: dict[str, int]
 
+    @property
+    def recording_pico_per_gb(self) -> int:
+        """A GB recorded costs its monthly price for every month it is kept (truncated)."""
+        return int(self.pico_prices["recording_gb_month"] * self.recording_retention_months)
+
     def pico_per_minor_unit(self, currency: str) -> int:
         """Reporting pico-units per minor unit of `currency` (exact for the listed currencies)."""
         return self.fx_pico_per_unit[currency] // 10 ** MINOR_UNIT_DIGITS[currency]

@@ -19,25 +19,25 @@ from models.recompute import (
     missing_days,
     month_of,
 )
+from warehouse import aggregates
+from warehouse.aggregates import EVENT_DAYS, SESSION_USAGE_END
 from warehouse.registry import ensure_warehouse_schema
 
 # The days of the events that draw the models' calendar (the `days` step of models/sql.py), each
-# dated as the models date it.
-DATA_DAYS = """
+# dated as the models date it. Sessions, orders and refunds count on the day of their first
+# event (their tables hold one or two rows per id); the other types' days are kept by ingest.
+DATA_DAYS = f"""
 SELECT DISTINCT d FROM (
   SELECT toDate(min(occurred_at)) AS d FROM raw_session_started GROUP BY session_id
   UNION ALL SELECT toDate(min(occurred_at)) FROM raw_order_paid GROUP BY order_id
   UNION ALL SELECT toDate(min(occurred_at)) FROM raw_order_refunded GROUP BY order_id
-  UNION ALL SELECT DISTINCT toDate(interval_start) FROM raw_media_usage
-  UNION ALL SELECT DISTINCT toDate(occurred_at) FROM raw_gift_sent
-  UNION ALL SELECT DISTINCT toDate(occurred_at) FROM raw_coins_purchased
-  UNION ALL SELECT DISTINCT toDate(occurred_at) FROM raw_gift_failed
-  UNION ALL SELECT DISTINCT toDate(occurred_at) FROM raw_checkout_failed)
+  UNION ALL SELECT DISTINCT day FROM {EVENT_DAYS})
 ORDER BY d"""
 
 # A session's span: from its first session_started to the last of its session_ended events and
-# media usage intervals (from `since` on; a session ending before `since` is left out).
-SESSION_SPANS = """
+# media usage intervals (from `since` on; a session ending before `since` is left out). How far
+# each session reported usage is kept by ingest.
+SESSION_SPANS = f"""
 SELECT f.session_id AS session_id, toDate(f.first_at) AS first_day,
        toDate(greatest(f.first_at, l.last_at)) AS last_day
 FROM (SELECT session_id, min(occurred_at) AS first_at FROM raw_session_started
@@ -45,15 +45,15 @@ FROM (SELECT session_id, min(occurred_at) AS first_at FROM raw_session_started
 LEFT JOIN (
   SELECT session_id, max(t) AS last_at FROM (
     SELECT session_id, occurred_at AS t FROM raw_session_ended
-    WHERE occurred_at >= {since:DateTime64(6, 'UTC')}
-    UNION ALL SELECT session_id, interval_end FROM raw_media_usage
-    WHERE interval_end >= {since:DateTime64(6, 'UTC')})
+    WHERE occurred_at >= {{since:DateTime64(6, 'UTC')}}
+    UNION ALL SELECT session_id, last_interval_end FROM {SESSION_USAGE_END}
+    WHERE last_interval_end >= {{since:DateTime64(6, 'UTC')}})
   GROUP BY session_id) AS l USING (session_id)
-WHERE last_day >= toDate({since:DateTime64(6, 'UTC')})"""
+WHERE last_day >= toDate({{since:DateTime64(6, 'UTC')}})"""
 
 LONGEST_SESSION_DAYS = f"SELECT max(dateDiff('day', first_day, last_day)) FROM ({SESSION_SPANS})"
 
-_ON_DAYS = "has({days:Array(Date)}, toDate(occurred_at))"
+_ON_DAYS = "toDate(occurred_at) IN {days:Array(Date)}"
 _SESSION_EVENTS = " UNION ALL ".join(
     f"SELECT session_id FROM raw_{t} WHERE {_ON_DAYS}"
     for t in ("session_started", "session_ended", "host_joined", "host_left", "gift_sent")
@@ -63,17 +63,18 @@ TOUCHED_SESSIONS = f"""
 SELECT session_id, toDate(min(occurred_at)) FROM raw_session_started
 WHERE session_id IN (
   {_SESSION_EVENTS}
+  UNION ALL SELECT session_id FROM raw_media_usage WHERE {_ON_DAYS}
   UNION ALL SELECT session_id FROM raw_media_usage
-  WHERE {_ON_DAYS} OR has({{days:Array(Date)}}, toDate(interval_start))
+  WHERE toDate(interval_start) IN {{days:Array(Date)}}
   UNION ALL SELECT assumeNotNull(session_id) FROM raw_order_paid
   WHERE session_id IS NOT NULL AND order_id IN (
     SELECT order_id FROM raw_order_paid WHERE {_ON_DAYS}
     UNION ALL SELECT order_id FROM raw_order_refunded WHERE {_ON_DAYS}))
 GROUP BY session_id"""
 
-EGRESS_BY_DAY = """
-SELECT toDate(interval_start) AS day, sum(egress_bytes) FROM raw_media_usage
-WHERE has({months:Array(Date)}, toStartOfMonth(interval_start)) GROUP BY day"""
+EGRESS_BY_DAY = f"""
+SELECT day, sum(egress_bytes) FROM {aggregates.EGRESS_BY_DAY}
+WHERE toStartOfMonth(day) IN {{months:Array(Date)}} GROUP BY day"""
 
 
 def plan_refresh(

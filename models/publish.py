@@ -1,8 +1,9 @@
 """Publishing marts: each Parquet file is replaced atomically, so readers never see half a file.
 
 Behind the published files, each mart is kept per partition (`PartitionStore`): a recompute
-rewrites only the partitions it recomputed, and the published file is assembled from all of
-them. The published contract stays one file per mart (docs/metrics.md, "Published marts").
+rewrites only the partitions it recomputed, and the published file is written from all of
+them, streamed partition by partition, so memory follows a partition and not the history. The
+published contract stays one file per mart (docs/metrics.md, "Published marts").
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ import pyarrow.parquet as pq
 
 from telemetry.files import fsync_dir
 
+ROW_GROUP_ROWS = 128_000  # partitions are gathered into row groups of about this many rows
 PARTITIONS_DIR = "_partitions"  # inside the marts directory; dashboards read only <mart>.parquet
 HEALTH_DIR = "health"  # the data health tables, beside the marts (quality/health_tables.py)
 MANIFEST = "manifest.json"
-
-
-def publish(marts: dict[str, pa.Table], marts_dir: Path) -> list[Path]:
-    marts_dir = Path(marts_dir)
-    marts_dir.mkdir(parents=True, exist_ok=True)
-    return [publish_one(table, marts_dir / f"{name}.parquet") for name, table in marts.items()]
 
 
 def publish_one(table: pa.Table, target: Path) -> Path:
@@ -50,6 +46,15 @@ class MartsUpdate:
 
     def rows(self) -> int:
         return sum(t.num_rows for parts in self.partitions.values() for t in parts.values())
+
+    def tables(self) -> dict[str, pa.Table]:
+        """Each mart's recomputed rows, in key order (the whole mart for a full update)."""
+        return {
+            name: pa.concat_tables([parts[k] for k in sorted(parts)]).combine_chunks()
+            if parts
+            else self.schemas[name].empty_table()
+            for name, parts in self.partitions.items()
+        }
 
     @staticmethod
     def combine(updates: list[MartsUpdate]) -> MartsUpdate:
@@ -101,20 +106,24 @@ class PartitionStore:
     def path(self, mart: str, key: date, root: Path | None = None) -> Path:
         return (root or self.root) / mart / f"{key.isoformat()}.parquet"
 
-    def assemble(self, update: MartsUpdate) -> dict[str, pa.Table]:
-        """Every mart as it will be published: its stored partitions with the update's
-        replacing theirs (only the update's on a full recompute), in key order."""
-        marts = {}
-        for name, parts in update.partitions.items():
-            stored = [] if update.full else [k for k in self.keys(name) if k not in parts]
-            tables = {k: pq.read_table(self.path(name, k)) for k in stored} | parts
-            ordered = [tables[k] for k in sorted(tables)]
-            marts[name] = (
-                pa.concat_tables(ordered).combine_chunks()
-                if ordered
-                else update.schemas[name].empty_table()
-            )
-        return marts
+    def write_published(self, name: str, schema: pa.Schema, target: Path) -> Path:
+        """Replace the published mart with every stored partition of it, in key order,
+        streamed: at most about ROW_GROUP_ROWS rows are in memory at once."""
+        temporary = target.with_name(f".{target.name}.tmp")
+        with pq.ParquetWriter(temporary, schema) as writer:
+            pending: list[pa.Table] = []
+            for key in self.keys(name):
+                pending.append(pq.read_table(self.path(name, key)))
+                if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.concat_tables(pending))
+                    pending = []
+            if pending or not self.keys(name):
+                writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table())
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        fsync_dir(target.parent)
+        return target
 
     def save(self, update: MartsUpdate, fingerprint: str) -> None:
         """Write the update's partitions. A full update builds a new store beside the old one
@@ -152,14 +161,15 @@ def _write_synced(table: pa.Table, path: Path) -> None:
 
 
 def publish_update(
-    store: PartitionStore,
-    update: MartsUpdate,
-    marts: dict[str, pa.Table],
-    fingerprint: str,
-    marts_dir: Path,
+    store: PartitionStore, update: MartsUpdate, fingerprint: str, marts_dir: Path
 ) -> list[Path]:
-    """Store the update's partitions, then replace each published mart with its assembled
-    table (from `PartitionStore.assemble`). A crash between the two leaves the published marts
-    as they were and the dirty days noted, so the next run recomputes and publishes them."""
+    """Store the update's partitions, then replace each published mart with all its stored
+    partitions. A crash between the two leaves the published marts as they were and the dirty
+    days noted, so the next run recomputes and publishes them."""
     store.save(update, fingerprint)
-    return publish(marts, marts_dir)
+    marts_dir = Path(marts_dir)
+    marts_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        store.write_published(name, update.schemas[name], marts_dir / f"{name}.parquet")
+        for name in update.partitions
+    ]

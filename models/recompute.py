@@ -18,8 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DAY = timedelta(days=1)
-# A full recompute reads every event: DateTime64 covers these bounds, ingest accepts less.
-FULL_WINDOW = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, tzinfo=UTC))
 
 
 def week_of(day: date) -> date:
@@ -141,26 +139,22 @@ class Plan:
     def empty(self) -> bool:
         return not self.days and not self.full
 
-    def window(self) -> tuple[datetime, datetime]:
-        return FULL_WINDOW if self.full else recompute_window(self)
-
     def only(self, days: Iterable[date]) -> Plan:
         return replace(self, days=frozenset(days))
 
     def windows(self) -> list[tuple[tuple[datetime, datetime], frozenset[date]]]:
-        """The plan's days in groups, each with the window that computes it: days whose
-        windows overlap share one, so a refund of a months-old order reads its session's
-        month and the refund's, not every month between."""
-        if self.full or not self.days:
-            return [(self.window(), self.days)]
-        groups: list[tuple[tuple[datetime, datetime], set[date]]] = []
-        for (start, end), day in sorted((self.only({d}).window(), d) for d in self.days):
-            if groups and start <= groups[-1][0][1]:
-                (first, last), days = groups[-1]
-                groups[-1] = ((first, max(last, end)), days | {day})
-            else:
-                groups.append(((start, end), {day}))
-        return [(window, frozenset(days)) for window, days in groups]
+        """The plan's days a week at a time, each week with the window that computes it.
+
+        A week is the most one window holds, a full recompute included, so the memory of a
+        recompute follows a week of the platform, never its history; days far apart (a
+        refund of a months-old order) are read as separate weeks, not every week between."""
+        weeks: dict[date, set[date]] = {}
+        for day in self.days:
+            weeks.setdefault(week_of(day), set()).add(day)
+        return [
+            (recompute_window(self.only(days)), frozenset(days))
+            for _, days in sorted(weeks.items())
+        ]
 
     def keys(self) -> dict[str, list[date]]:
         return partition_keys(self.days, self.data_days)
@@ -190,19 +184,18 @@ def recompute_window(plan: Plan) -> tuple[datetime, datetime]:
 
     With L the longest session in days: a session live on a day D started on D - L or later,
     and its fixed cost share on each of its days needs every session live on those days, which
-    ended by D + 2L. Egress tiers need the month from its first day. So the window runs from
-    the first of the month of (first week's Monday - L) to the last week's Sunday + 2L + 1.
-    The models' calendar runs between the first and last days holding events in the window,
-    so the window also reaches a data day on either side of the platform_daily keys.
+    ended by D + 2L. Egress tiers need the month's egress before the window, which the
+    warehouse keeps per day (models/reads.py). So the window runs from the first week's
+    Monday - L to the last week's Sunday + 2L + 1. The models' calendar runs between the first
+    and last days holding events in the window, so the window also reaches a data day on
+    either side of the platform_daily keys.
     """
-    if not plan.days:
-        return FULL_WINDOW
     span = timedelta(days=plan.longest_session_days)
-    start = month_of(week_of(min(plan.days)) - span)
+    start = week_of(min(plan.days)) - span
     end = week_of(max(plan.days)) + timedelta(days=6) + 2 * span + DAY
     daily = plan.keys()["platform_daily"]
     if daily:
-        start = min(start, month_of(max(d for d in plan.data_days if d <= daily[0])))
+        start = min(start, max(d for d in plan.data_days if d <= daily[0]))
         end = max(end, min(d for d in plan.data_days if d >= daily[-1]) + DAY)
     return midnight(start), midnight(end)
 
@@ -263,9 +256,7 @@ def format_days(days: Iterable[date], step: int = 1) -> str:
 
 
 def format_window(window: tuple[datetime, datetime]) -> str:
-    """`events from 2026-10-01 to 2026-10-21`, or `all events` for the full window."""
-    if window == FULL_WINDOW:
-        return "all events"
+    """`events from 2026-10-01 to 2026-10-21`."""
     start, end = window
     return f"events from {start.date().isoformat()} to {(end - DAY).date().isoformat()}"
 

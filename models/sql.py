@@ -2,7 +2,10 @@
 
 Money is carried as exact integer pico-units (1e-12) of the reporting currency (HUGEINT) and
 published as DECIMAL(38, 9); ratios are DOUBLE and NULL when their denominator is zero. Inputs
-are the tables of `models.extract` plus `prices`, `fx` and `tiers` from the cost model.
+are the warehouse's aggregates of one window (`models.reads.QUERIES`: sessions, host changes,
+usage priced per session and day, gifts, orders and refunds per day and session, earnings per
+creator, session and hour, purchases and failures per day) plus `prices` and `fx` from the
+cost model.
 """
 
 MACROS = """
@@ -21,7 +24,7 @@ SELECT s.session_id, CAST(s.started_at AS TIMESTAMP) AS started_at, s.creator_id
        CAST(COALESCE(e.ended_at, u.last_usage_end) AS TIMESTAMP) AS live_until
 FROM started s
 LEFT JOIN ended e USING (session_id)
-LEFT JOIN (SELECT session_id, max(interval_end) AS last_usage_end FROM usage GROUP BY 1) u
+LEFT JOIN (SELECT session_id, max(last_usage_end) AS last_usage_end FROM usage GROUP BY 1) u
   USING (session_id);
 
 CREATE OR REPLACE TEMP TABLE presence AS
@@ -57,45 +60,26 @@ CREATE OR REPLACE TEMP TABLE session_days AS
 SELECT session_id, CAST(hour AS DATE) AS day, sum(us) AS us FROM session_hours GROUP BY ALL;
 """
 
-# Infra cost per media_usage interval, egress priced by month-to-date tiers.
+# Infra cost: usage priced per interval by the warehouse (per session and day), the fixed cost
+# of each day shared by the sessions live that day in proportion to live time.
 USAGE_COST = """
-CREATE OR REPLACE TEMP TABLE usage_cum AS
-SELECT *, CAST(CAST(interval_start AS TIMESTAMP) AS DATE) AS day,
-       sum(CAST(egress_bytes AS HUGEINT)) OVER (
-         PARTITION BY date_trunc('month', CAST(interval_start AS TIMESTAMP))
-         ORDER BY interval_start, event_id ROWS UNBOUNDED PRECEDING) AS egress_after
-FROM usage;
-
-CREATE OR REPLACE TEMP TABLE usage_egress AS
-SELECT u.event_id,
-       sum(greatest(0, least(u.egress_after, COALESCE(t.up_to_bytes, u.egress_after))
-                       - greatest(u.egress_after - u.egress_bytes, t.from_bytes))
-           * t.pico_per_gb // 1000000000) AS egress_cost
-FROM usage_cum u CROSS JOIN tiers t
-GROUP BY u.event_id;
-
 CREATE OR REPLACE TEMP TABLE usage_cost AS
-SELECT u.event_id, u.session_id, u.day, u.viewer_seconds,
-  CAST(round(u.publisher_seconds * 1e6) AS HUGEINT) * p.publisher_minute // 60000000
-    AS publish_cost,
-  CAST(round(u.viewer_seconds * 1e6) AS HUGEINT) * p.viewer_minute // 60000000 AS delivery_cost,
-  CAST(round(u.transcode_seconds * 1e6) AS HUGEINT) * p.transcode_minute // 60000000
-    AS transcode_cost,
-  CAST(round(u.relay_seconds * 1e6) AS HUGEINT) * p.relay_minute // 60000000 AS relay_cost,
-  e.egress_cost,
-  CAST(u.recording_bytes AS HUGEINT) * p.recording_gb // 1000000000 AS recording_cost
-FROM usage_cum u JOIN usage_egress e USING (event_id) CROSS JOIN prices p;
+SELECT session_id, CAST(day AS DATE) AS day, CAST(viewer_us AS HUGEINT) AS viewer_us,
+  CAST(publish_cost AS HUGEINT) AS publish_cost, CAST(delivery_cost AS HUGEINT) AS delivery_cost,
+  CAST(transcode_cost AS HUGEINT) AS transcode_cost, CAST(relay_cost AS HUGEINT) AS relay_cost,
+  CAST(egress_cost AS HUGEINT) AS egress_cost, CAST(recording_cost AS HUGEINT) AS recording_cost
+FROM usage;
 
 CREATE OR REPLACE TEMP TABLE days AS
 WITH bounds AS (
   SELECT min(d) AS lo, max(d) AS hi FROM (
     SELECT CAST(started_at AS DATE) AS d FROM sessions
-    UNION ALL SELECT day FROM usage_cum
-    UNION ALL SELECT CAST(CAST(ts AS TIMESTAMP) AS DATE) FROM gifts
-    UNION ALL SELECT CAST(CAST(ts AS TIMESTAMP) AS DATE) FROM orders
-    UNION ALL SELECT CAST(CAST(ts AS TIMESTAMP) AS DATE) FROM refunds
-    UNION ALL SELECT day FROM purchases_daily
-    UNION ALL SELECT day FROM failures_daily))
+    UNION ALL SELECT day FROM usage_cost
+    UNION ALL SELECT CAST(day AS DATE) FROM gifts
+    UNION ALL SELECT CAST(day AS DATE) FROM orders
+    UNION ALL SELECT CAST(day AS DATE) FROM refunds
+    UNION ALL SELECT CAST(day AS DATE) FROM purchases
+    UNION ALL SELECT CAST(day AS DATE) FROM failures))
 SELECT CAST(d AS DATE) AS day,
        p.fixed_monthly // day(last_day(CAST(d AS DATE))) AS fixed_cost
 FROM bounds, unnest(range(CAST(lo AS TIMESTAMP), CAST(hi AS TIMESTAMP) + INTERVAL 1 DAY,
@@ -116,33 +100,39 @@ SELECT session_id, sum(cost) AS infra_cost FROM (
 GROUP BY session_id;
 """
 
-# Money events in reporting pico-units, each dated by the event that causes it.
+# Money in reporting pico-units, each dated by the event that causes it: sums of minor units
+# times the currency's exact pico-units per minor unit.
 MONEY = """
 CREATE OR REPLACE TEMP TABLE gift_money AS
-SELECT CAST(g.ts AS TIMESTAMP) AS ts, g.session_id, g.value_minor * fx.pico AS value,
-       g.platform_fee_minor * fx.pico AS platform_fee
+SELECT CAST(g.day AS DATE) AS day, g.session_id, CAST(g.gifts AS HUGEINT) AS n,
+       CAST(g.value_minor AS HUGEINT) * fx.pico AS value,
+       CAST(g.platform_fee_minor AS HUGEINT) * fx.pico AS platform_fee
 FROM gifts g JOIN fx USING (currency);
 
 CREATE OR REPLACE TEMP TABLE order_money AS
-SELECT o.order_id, CAST(o.ts AS TIMESTAMP) AS ts, o.session_id, o.creator_id,
-       o.gross_minor * fx.pico AS gross, o.payment_fee_minor * fx.pico AS payment_fee,
-       o.commission_minor * fx.pico AS commission, o.creator_net_minor * fx.pico AS creator_net
+SELECT CAST(o.day AS DATE) AS day, o.session_id, CAST(o.orders AS HUGEINT) AS n,
+       CAST(o.gross_minor AS HUGEINT) * fx.pico AS gross,
+       CAST(o.commission_minor AS HUGEINT) * fx.pico AS commission,
+       CAST(o.creator_net_minor AS HUGEINT) * fx.pico AS creator_net
 FROM orders o JOIN fx USING (currency);
 
+-- Refunds of known orders only (an unknown order's refund takes nothing back yet).
 CREATE OR REPLACE TEMP TABLE refund_money AS
-SELECT r.order_id, CAST(r.ts AS TIMESTAMP) AS ts, o.session_id, o.creator_id, o.payment_fee,
-       o.commission, o.creator_net
-FROM refunds r JOIN order_money o USING (order_id);
+SELECT CAST(r.day AS DATE) AS day, r.session_id,
+       CAST(r.payment_fee_minor AS HUGEINT) * fx.pico AS payment_fee,
+       CAST(r.commission_minor AS HUGEINT) * fx.pico AS commission,
+       CAST(r.creator_net_minor AS HUGEINT) * fx.pico AS creator_net
+FROM refunds r JOIN fx USING (currency);
 
--- An earning event: a gift share > 0 for a creator, or an order where they are the seller.
+-- Per creator, session (null for orders outside a live) and UTC hour: their earnings (gift
+-- shares, order nets, less refunded nets), earning events and the first of them.
 CREATE OR REPLACE TEMP TABLE earnings AS
-SELECT CAST(s.ts AS TIMESTAMP) AS ts, s.session_id, s.creator_id, s.share_minor * fx.pico AS amount,
-       s.share_minor > 0 AS is_earning_event
-FROM gift_shares s JOIN fx USING (currency)
-UNION ALL
-SELECT ts, session_id, creator_id, creator_net, true FROM order_money
-UNION ALL
-SELECT ts, session_id, creator_id, -creator_net, false FROM refund_money;
+SELECT e.creator_id, e.session_id, CAST(e.hour AS TIMESTAMP) AS hour,
+       sum(CAST(e.amount_minor AS HUGEINT) * fx.pico) AS amount,
+       CAST(sum(e.earning_events) AS BIGINT) AS earning_events,
+       CAST(min(e.first_earning_at) AS TIMESTAMP) AS first_earning_at
+FROM earnings_hourly e JOIN fx USING (currency)
+GROUP BY ALL;
 """
 
 PLATFORM_DAILY = """
@@ -150,26 +140,28 @@ CREATE OR REPLACE TEMP TABLE platform_daily AS
 WITH live AS (SELECT day, sum(us) AS us FROM session_days GROUP BY day),
 started AS (SELECT CAST(started_at AS DATE) AS day, count(*) AS n FROM sessions GROUP BY 1),
 infra AS (
-  SELECT day, sum(viewer_seconds) AS viewer_seconds, sum(publish_cost) AS publish_cost,
+  SELECT day, sum(viewer_us) AS viewer_us, sum(publish_cost) AS publish_cost,
          sum(delivery_cost) AS delivery_cost, sum(transcode_cost) AS transcode_cost,
          sum(relay_cost) AS relay_cost, sum(egress_cost) AS egress_cost,
          sum(recording_cost) AS recording_cost
   FROM usage_cost GROUP BY day),
-g AS (SELECT CAST(ts AS DATE) AS day, count(*) AS n, sum(value) AS value,
-             sum(platform_fee) AS platform_fee FROM gift_money GROUP BY 1),
-o AS (SELECT CAST(ts AS DATE) AS day, count(*) AS n, sum(gross) AS gross,
-             sum(commission) AS commission, sum(creator_net) AS creator_net
+g AS (SELECT day, sum(n) AS n, sum(value) AS value, sum(platform_fee) AS platform_fee
+      FROM gift_money GROUP BY 1),
+o AS (SELECT day, sum(n) AS n, sum(gross) AS gross, sum(commission) AS commission,
+             sum(creator_net) AS creator_net
       FROM order_money GROUP BY 1),
-r AS (SELECT CAST(ts AS DATE) AS day, sum(payment_fee) AS payment_fee,
-             sum(commission) AS commission, sum(creator_net) AS creator_net
+r AS (SELECT day, sum(payment_fee) AS payment_fee, sum(commission) AS commission,
+             sum(creator_net) AS creator_net
       FROM refund_money GROUP BY 1),
-cp AS (SELECT day, sum(purchases) AS n, sum(payment_fee_minor * fx.pico) AS payment_fee,
-              sum(store_fee_minor * fx.pico) AS store_fee
-       FROM purchases_daily JOIN fx USING (currency) GROUP BY day),
+cp AS (SELECT CAST(day AS DATE) AS day, sum(purchases) AS n,
+              sum(CAST(payment_fee_minor AS HUGEINT) * fx.pico) AS payment_fee,
+              sum(CAST(store_fee_minor AS HUGEINT) * fx.pico) AS store_fee
+       FROM purchases JOIN fx USING (currency) GROUP BY 1),
+f AS (SELECT CAST(day AS DATE) AS day, failed FROM failures),
 parts AS (
   SELECT d.day,
     COALESCE(l.us, 0) / 60e6 AS live_minutes,
-    COALESCE(i.viewer_seconds, 0) / 60.0 AS viewer_minutes,
+    COALESCE(i.viewer_us, 0) / 60e6 AS viewer_minutes,
     COALESCE(st.n, 0) AS sessions,
     COALESCE(i.publish_cost, 0) AS publish_cost, COALESCE(i.delivery_cost, 0) AS delivery_cost,
     COALESCE(i.transcode_cost, 0) AS transcode_cost, COALESCE(i.relay_cost, 0) AS relay_cost,
@@ -190,7 +182,7 @@ parts AS (
   FROM days d CROSS JOIN prices p
   LEFT JOIN live l USING (day) LEFT JOIN started st USING (day) LEFT JOIN infra i USING (day)
   LEFT JOIN g USING (day) LEFT JOIN o USING (day) LEFT JOIN r USING (day)
-  LEFT JOIN cp USING (day) LEFT JOIN failures_daily f USING (day)
+  LEFT JOIN cp USING (day) LEFT JOIN f USING (day)
 ), published AS (
   -- Parts are rounded to the published precision first and totals are sums of the published
   -- parts, so the parts of every published figure add up to it exactly.
@@ -246,11 +238,11 @@ WITH hosts AS (
   FROM (SELECT session_id, creator_id, min(present_from) AS first_from
         FROM presence GROUP BY ALL) p JOIN sessions s USING (session_id)
   GROUP BY p.session_id),
-viewing AS (SELECT session_id, sum(viewer_seconds) / 60.0 AS viewer_minutes
+viewing AS (SELECT session_id, sum(viewer_us) / 60e6 AS viewer_minutes
             FROM usage_cost GROUP BY 1),
-g AS (SELECT session_id, count(*) AS n, sum(value) AS value, sum(platform_fee) AS fee
+g AS (SELECT session_id, sum(n) AS n, sum(value) AS value, sum(platform_fee) AS fee
       FROM gift_money GROUP BY 1),
-o AS (SELECT session_id, count(*) AS n, sum(gross) AS gross, sum(commission) AS commission,
+o AS (SELECT session_id, sum(n) AS n, sum(gross) AS gross, sum(commission) AS commission,
              sum(creator_net) AS net FROM order_money WHERE session_id IS NOT NULL GROUP BY 1),
 r AS (SELECT session_id, sum(payment_fee) AS payment_fee, sum(commission) AS commission,
              sum(creator_net) AS net FROM refund_money WHERE session_id IS NOT NULL GROUP BY 1),
@@ -290,15 +282,15 @@ live AS (
 earning_hours AS (
   SELECT l.creator_id, week_of(l.hour) AS week, count(*) AS earning_hours
   FROM live_hours l
-  WHERE EXISTS (SELECT 1 FROM earnings e WHERE e.is_earning_event AND e.creator_id = l.creator_id
-                AND date_trunc('hour', e.ts) = l.hour)
+  WHERE EXISTS (SELECT 1 FROM earnings e WHERE e.earning_events > 0
+                AND e.creator_id = l.creator_id AND e.hour = l.hour)
   GROUP BY ALL),
 money AS (
-  SELECT creator_id, week_of(ts) AS week, count(*) FILTER (WHERE is_earning_event)
+  SELECT creator_id, week_of(hour) AS week, CAST(sum(earning_events) AS BIGINT)
          AS earning_events, sum(amount) AS earnings
   FROM earnings GROUP BY ALL),
 session_money AS (
-  SELECT creator_id, week_of(ts) AS week, session_id, sum(amount) AS amount
+  SELECT creator_id, week_of(hour) AS week, session_id, sum(amount) AS amount
   FROM earnings WHERE session_id IS NOT NULL GROUP BY ALL),
 top_session AS (
   SELECT creator_id, week, max(amount) AS top_amount FROM session_money GROUP BY ALL),
@@ -308,8 +300,8 @@ creator_sessions AS (
          sum(micros(p.present_from, p.present_until)) AS us
   FROM presence p JOIN sessions s USING (session_id) GROUP BY ALL),
 first_earning AS (
-  SELECT creator_id, session_id, min(ts) AS first_at
-  FROM earnings WHERE is_earning_event AND session_id IS NOT NULL GROUP BY ALL),
+  SELECT creator_id, session_id, min(first_earning_at) AS first_at
+  FROM earnings WHERE earning_events > 0 AND session_id IS NOT NULL GROUP BY ALL),
 session_stats AS (
   SELECT cs.creator_id, cs.week, count(*) AS sessions,
          count(fe.first_at) AS sessions_with_earnings,

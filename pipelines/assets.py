@@ -4,17 +4,18 @@ from datetime import date
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
 from ingest.dirty_days import clear_dirty_days
 from ingest.loader import ingest
-from models.build import build_update, model_fingerprint, tier_bounds
+from models.build import model_fingerprint, tier_bounds
+from models.compute import compute_update
 from models.cost_model import CostModel, load_cost_model
-from models.extract import extract
 from models.planning import plan_refresh
-from models.publish import MartsUpdate, PartitionStore, publish_update
-from models.recompute import Plan, format_days, format_window
+from models.publish import PartitionStore, publish_update
+from models.recompute import Plan, format_days
 from models.sql import MARTS
 from pipelines.partitions import DAILY, MARTS_OP, plan_metadata, range_days
 from pipelines.resources import PipelineSettings
@@ -111,19 +112,13 @@ def publish_marts(
         if plan.empty:
             yield from _results(plan, {}, cost_model, settings)
             return
-        updates = []
-        for window, days in plan.windows():
-            tables = extract(client, window)
-            rows = sum(t.num_rows for t in tables.values())
-            context.log.info(f"models: read {rows:,} rows for {format_window(window)}")
-            updates.append(build_update(tables, cost_model, plan.only(days)))
-        update = MartsUpdate.combine(updates)
-        # Every mart, assembled from its stored and new partitions, exactly as it is about to
-        # be published (Arrow tables); nothing is written before this point.
-        marts = store.assemble(update)
+        update = compute_update(client, plan, cost_model, context.log.info)
+        # The recomputed rows, exactly as they are about to be published; nothing is written
+        # before this point.
+        marts = update.tables()
         recomputed = None if plan.full else plan.keys()["platform_daily"]
         _check_before_publishing(context, client, marts, cost_model, settings, recomputed)
-        paths = publish_update(store, update, marts, fingerprint, settings.resolved.marts)
+        paths = publish_update(store, update, fingerprint, settings.resolved.marts)
         if plan.settles is not None:
             clear_dirty_days(client, plan.settles)
     context.log.info(
@@ -171,7 +166,10 @@ def _results(
             "cost_model_version": cost_model.version,
         }
         if name in marts:
-            meta["rows"] = marts[name].num_rows
+            meta["rows_recomputed"] = marts[name].num_rows
+            meta["rows"] = pq.ParquetFile(
+                settings.resolved.marts / f"{name}.parquet"
+            ).metadata.num_rows
         yield dg.MaterializeResult(asset_key=name, metadata=meta)
 
 

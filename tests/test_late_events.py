@@ -124,26 +124,40 @@ def test_days_without_a_stored_partition_are_dirty():
     assert got == {D("2026-10-02"), D("2026-10-11"), D("2026-10-12")}
 
 
-def test_window_reaches_the_month_start_and_two_session_lengths_past_the_last_week():
+def test_window_reaches_a_session_before_the_week_and_two_session_lengths_past_it():
     data = tuple(D(f"2026-10-{d:02d}") for d in range(1, 32))
     plan = Plan(frozenset({D("2026-10-14"), D("2026-10-15")}), False, data, 1)
     start, end = recompute_window(plan)
-    # Monday Oct 12 - 1 day is still October: from Oct 1. Sunday Oct 18 + 2 days + 1.
-    assert (start.date(), end.date()) == (D("2026-10-01"), D("2026-10-21"))
-    # A week starting in September reaches back to September's first day.
+    # Monday Oct 12 - 1 day = Oct 11 (the month's egress before it is one number per day,
+    # kept by ingest: no need to start at Oct 1). Sunday Oct 18 + 2 days + 1 = Oct 21.
+    assert (start.date(), end.date()) == (D("2026-10-11"), D("2026-10-21"))
+    # With no session longer than a day, the week's own Monday: Sep 28, not September's first.
     plan = Plan(frozenset({D("2026-10-02")}), False, data, 0)
-    assert recompute_window(plan)[0].date() == D("2026-09-01")
+    assert recompute_window(plan)[0].date() == D("2026-09-28")
 
 
 def test_days_far_apart_are_computed_in_separate_windows():
-    # The refund of a July order in a September session: July's window and September's, not
-    # the months between.
+    # The refund of a July order in a September session: July's week and September's, not the
+    # weeks between. Wed Jul 1 is in the week of Mon Jun 29: Jun 28 to Sun Jul 5 + 2 + 1 = Jul 8;
+    # Sep 9 and 10 are in the week of Mon Sep 7: Sep 6 to Sun Sep 13 + 2 + 1 = Sep 16.
     data = tuple(day_range(D("2026-07-01"), D("2026-09-30")))
     plan = Plan(frozenset({D("2026-07-01"), D("2026-09-09"), D("2026-09-10")}), False, data, 1)
     groups = [(w[0].date(), w[1].date(), sorted(days)) for w, days in plan.windows()]
     assert groups == [
-        (D("2026-06-01"), D("2026-07-08"), [D("2026-07-01")]),
-        (D("2026-09-01"), D("2026-09-16"), [D("2026-09-09"), D("2026-09-10")]),
+        (D("2026-06-28"), D("2026-07-08"), [D("2026-07-01")]),
+        (D("2026-09-06"), D("2026-09-16"), [D("2026-09-09"), D("2026-09-10")]),
+    ]
+
+
+def test_a_full_recompute_is_read_a_week_at_a_time():
+    # Thu Oct 1 to Tue Oct 13 fall in three weeks (Sep 28, Oct 5, Oct 12): three windows.
+    data = tuple(day_range(D("2026-10-01"), D("2026-10-13")))
+    plan = Plan(frozenset(data), True, data, 0)
+    weeks = [sorted(days) for _, days in plan.windows()]
+    assert [(w[0], w[-1]) for w in weeks] == [
+        (D("2026-10-01"), D("2026-10-04")),
+        (D("2026-10-05"), D("2026-10-11")),
+        (D("2026-10-12"), D("2026-10-13")),
     ]
 
 

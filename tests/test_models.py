@@ -1,8 +1,9 @@
-"""`build_marts` on small hand-built inputs, checked against numbers worked out by hand.
+"""The models on small hand-built histories, checked against numbers worked out by hand.
 
 Every expected value below is derived from docs/metrics.md with pencil-and-paper arithmetic
-(written out next to it), never by running the models. The inputs are Arrow tables with the
-column names and types the ClickHouse queries of `models.extract.QUERIES` produce.
+(written out next to it), never by running the models. Each history is written as telemetry,
+loaded by the real ingest into a fresh embedded warehouse, and modelled by the real path: the
+warehouse's aggregates (models/reads.py) and the metric SQL over them (models/sql.py).
 
 The scenario (March 2026 has 31 days, so `fixed_monthly = 31` is exactly 1.00 a day):
 
@@ -19,87 +20,25 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import tempfile
+import uuid
 from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from models.build import ModelInputError, build_marts
-from models.cost_model import CostModelError, parse_cost_model
-from models.extract import QUERIES
+from ingest.loader import ingest
+from models.build import ModelInputError
+from models.compute import compute_marts
+from models.cost_model import CostModel, CostModelError, parse_cost_model
+from telemetry.events import TIME_FORMAT
+from telemetry.files import TelemetryWriter
+from warehouse.connection import connect
 
 UTC = dt.UTC
-TS = pa.timestamp("us", tz="UTC")
-STR = pa.string()
-I64 = pa.int64()
-U64 = pa.uint64()
-F64 = pa.float64()
-
-# The Arrow schema of each extracted table, as the ClickHouse query of the same name returns it
-# (DateTime64(6, 'UTC') -> timestamp[us, UTC], Int64 -> int64, count() -> uint64, ...).
-SCHEMAS: dict[str, pa.Schema] = {
-    "started": pa.schema([("session_id", STR), ("started_at", TS), ("creator_ids", pa.list_(STR))]),
-    "ended": pa.schema([("session_id", STR), ("ended_at", TS)]),
-    "host_changes": pa.schema(
-        [("session_id", STR), ("creator_id", STR), ("ts", TS), ("kind", STR)]
-    ),
-    "usage": pa.schema(
-        [
-            ("event_id", STR),
-            ("session_id", STR),
-            ("interval_start", TS),
-            ("interval_end", TS),
-            ("publisher_seconds", F64),
-            ("viewer_seconds", F64),
-            ("transcode_seconds", F64),
-            ("relay_seconds", F64),
-            ("egress_bytes", I64),
-            ("recording_bytes", I64),
-        ]
-    ),
-    "gift_shares": pa.schema(
-        [
-            ("ts", TS),
-            ("session_id", STR),
-            ("creator_id", STR),
-            ("share_minor", I64),
-            ("currency", STR),
-        ]
-    ),
-    "gifts": pa.schema(
-        [
-            ("ts", TS),
-            ("session_id", STR),
-            ("value_minor", I64),
-            ("platform_fee_minor", I64),
-            ("currency", STR),
-        ]
-    ),
-    "orders": pa.schema(
-        [
-            ("order_id", STR),
-            ("ts", TS),
-            ("session_id", STR),  # Nullable(String): null when not bought in a live
-            ("creator_id", STR),
-            ("gross_minor", I64),
-            ("payment_fee_minor", I64),
-            ("commission_minor", I64),
-            ("creator_net_minor", I64),
-            ("currency", STR),
-        ]
-    ),
-    "refunds": pa.schema([("order_id", STR), ("ts", TS)]),
-    "purchases_daily": pa.schema(
-        [
-            ("day", pa.date32()),
-            ("currency", STR),
-            ("purchases", U64),
-            ("payment_fee_minor", I64),
-            ("store_fee_minor", I64),
-        ]
-    ),
-    "failures_daily": pa.schema([("day", pa.date32()), ("failed", U64)]),
-}
 
 W1 = dt.date(2026, 2, 23)  # the Monday of Sun 2026-03-01
 W2 = dt.date(2026, 3, 2)
@@ -111,65 +50,69 @@ def t(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+def named_id(name: str) -> str:
+    """A UUID whose text sorts as `name` does, so hand-picked ids keep their order."""
+    return str(uuid.UUID(bytes=name.encode().ljust(16, b"\0")))
+
+
 # --- builders ------------------------------------------------------------------------------
 
 
 class Inputs:
-    """Rows of the extracted tables, added event by event; `tables()` gives the Arrow tables."""
+    """A history written event by event as telemetry; `marts()` loads and models it."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
+        self.events: list[dict[str, Any]] = []
+        self.gross: dict[str, int] = {}  # order id -> gross, for its refund's amount
+
+    def _event(self, event_type: str, at: dt.datetime, event_id: str | None = None, **fields):
+        self.events.append(
+            {
+                "event_id": event_id or str(uuid.UUID(int=len(self.events) + 1)),
+                "event_type": event_type,
+                "schema_version": 1,
+                "occurred_at": at.strftime(TIME_FORMAT),
+                "source": "hand",
+                **fields,
+            }
+        )
 
     def session(self, sid: str, start: str, hosts: list[str], end: str | None = None) -> None:
-        self.rows["started"].append(
-            {"session_id": sid, "started_at": t(start), "creator_ids": hosts}
-        )
+        self._event(
+            "session_started", t(start), session_id=sid, creator_ids=hosts, region="eu-west",
+            quality="720p",
+        )  # fmt: skip
         if end is not None:
-            self.rows["ended"].append({"session_id": sid, "ended_at": t(end)})
+            self._event("session_ended", t(end), session_id=sid, reason="host_ended")
 
     def host(self, sid: str, creator: str, at: str, kind: str) -> None:
         assert kind in ("join", "leave")
-        self.rows["host_changes"].append(
-            {"session_id": sid, "creator_id": creator, "ts": t(at), "kind": kind}
-        )
+        event_type = "host_joined" if kind == "join" else "host_left"
+        self._event(event_type, t(at), session_id=sid, creator_id=creator)
 
     def usage(self, event_id: str, sid: str, start: str, end: str, **amounts: float) -> None:
-        row = {
-            "event_id": event_id,
+        fields: dict[str, Any] = {
             "session_id": sid,
-            "interval_start": t(start),
-            "interval_end": t(end),
+            "interval_start": t(start).strftime(TIME_FORMAT),
+            "interval_end": t(end).strftime(TIME_FORMAT),
         }
         for col in ("publisher_seconds", "viewer_seconds", "transcode_seconds", "relay_seconds"):
-            row[col] = float(amounts.pop(col.removesuffix("_seconds"), 0))
+            fields[col] = float(amounts.pop(col.removesuffix("_seconds"), 0))
         for col in ("egress_bytes", "recording_bytes"):
-            row[col] = int(amounts.pop(col.removesuffix("_bytes"), 0))
+            fields[col] = int(amounts.pop(col.removesuffix("_bytes"), 0))
         assert not amounts, amounts
-        self.rows["usage"].append(row)
+        self._event("media_usage", t(end), named_id(event_id), **fields)
 
     def gift(
         self, at: str, sid: str, value: int, fee: int, splits: dict[str, int], cur: str = "USD"
     ) -> None:
         assert sum(splits.values()) + fee == value  # the telemetry invariant
-        self.rows["gifts"].append(
-            {
-                "ts": t(at),
-                "session_id": sid,
-                "value_minor": value,
-                "platform_fee_minor": fee,
-                "currency": cur,
-            }
-        )
-        for creator, share in splits.items():
-            self.rows["gift_shares"].append(
-                {
-                    "ts": t(at),
-                    "session_id": sid,
-                    "creator_id": creator,
-                    "share_minor": share,
-                    "currency": cur,
-                }
-            )
+        self._event(
+            "gift_sent", t(at), gift_id=f"g{len(self.events)}", session_id=sid, sender_id="u",
+            coins=value, value_minor=value, currency=cur,
+            splits=[{"creator_id": c, "share_minor": s} for c, s in splits.items()],
+            platform_fee_minor=fee,
+        )  # fmt: skip
 
     def order(
         self,
@@ -182,42 +125,52 @@ class Inputs:
         commission: int,
         cur: str = "USD",
     ) -> None:
-        self.rows["orders"].append(
-            {
-                "order_id": order_id,
-                "ts": t(at),
-                "session_id": sid,
-                "creator_id": creator,
-                "gross_minor": gross,
-                "payment_fee_minor": payment_fee,
-                "commission_minor": commission,
-                "creator_net_minor": gross - payment_fee - commission,  # telemetry invariant
-                "currency": cur,
-            }
-        )
+        self.gross[order_id] = gross
+        self._event(
+            "order_paid", t(at), order_id=order_id, session_id=sid, creator_id=creator,
+            product_id="p", quantity=1, gross_minor=gross, currency=cur,
+            payment_fee_minor=payment_fee, commission_minor=commission,
+            creator_net_minor=gross - payment_fee - commission,  # telemetry invariant
+        )  # fmt: skip
 
     def refund(self, order_id: str, at: str) -> None:
-        self.rows["refunds"].append({"order_id": order_id, "ts": t(at)})
+        self._event(
+            "order_refunded", t(at), order_id=order_id, refund_minor=self.gross[order_id],
+            reason="requested",
+        )  # fmt: skip
 
     def purchases(self, day: dt.date, cur: str, n: int, payment_fee: int, store_fee: int) -> None:
-        self.rows["purchases_daily"].append(
-            {
-                "day": day,
-                "currency": cur,
-                "purchases": n,
-                "payment_fee_minor": payment_fee,
-                "store_fee_minor": store_fee,
-            }
-        )
+        """`n` coin purchases at noon, the first carrying the day's fees."""
+        noon = dt.datetime.combine(day, dt.time(12), UTC)
+        for i in range(n):
+            self._event(
+                "coins_purchased", noon, purchase_id=f"pu{len(self.events)}", user_id="u",
+                coins=70, amount_minor=1000, currency=cur, channel="web",
+                payment_fee_minor=payment_fee if i == 0 else 0,
+                store_fee_minor=store_fee if i == 0 else 0,
+            )  # fmt: skip
 
     def failures(self, day: dt.date, n: int) -> None:
-        self.rows["failures_daily"].append({"day": day, "failed": n})
+        noon = dt.datetime.combine(day, dt.time(12), UTC)
+        for _ in range(n):
+            self._event(
+                "gift_failed", noon, gift_id=f"g{len(self.events)}", session_id="s",
+                sender_id="u", reason="insufficient_balance",
+            )  # fmt: skip
 
-    def tables(self) -> dict[str, pa.Table]:
-        return {
-            name: pa.Table.from_pylist(rows, schema=SCHEMAS[name])
-            for name, rows in self.rows.items()
-        }
+    def marts(self, cost_model: CostModel) -> dict[str, pa.Table]:
+        """Every mart of this history: sealed, ingested into a fresh warehouse, modelled."""
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            with TelemetryWriter(root / "telemetry", "hand") as writer:
+                writer.write("".join(json.dumps(e) + "\n" for e in self.events).encode())
+            client = connect(f"chdb://{root / 'warehouse'}")
+            try:
+                report = ingest(client, root / "telemetry", read_files_in_warehouse=True)
+                assert report.total("loaded") == len(self.events), report.summary()
+                return compute_marts(client, cost_model)
+            finally:
+                client.close()
 
 
 # Round prices: per minute 0.01 publish, 0.001 viewer, 0.1 transcode; relay and recording free;
@@ -300,7 +253,7 @@ def scenario() -> Inputs:
 
 @pytest.fixture(scope="module")
 def marts() -> dict[str, pa.Table]:
-    return build_marts(scenario().tables(), COST_MODEL)
+    return scenario().marts(COST_MODEL)
 
 
 # --- comparing -----------------------------------------------------------------------------
@@ -339,10 +292,6 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 
 
 # --- tests ---------------------------------------------------------------------------------
-
-
-def test_schemas_cover_every_extracted_table() -> None:
-    assert set(SCHEMAS) == set(QUERIES)
 
 
 def test_platform_daily(marts: dict[str, pa.Table]) -> None:
@@ -560,7 +509,7 @@ def test_session_creator_ids_keep_the_owner_first_when_two_hosts_start() -> None
     x = Inputs()
     x.session("s-pair", "2026-03-10 20:00", ["zoe", "amy"], end="2026-03-10 21:00")
     x.host("s-pair", "bo", "2026-03-10 20:10", "join")
-    marts = build_marts(x.tables(), COST_MODEL)
+    marts = x.marts(COST_MODEL)
     ids = row(marts["session_economics"], session_id="s-pair")["creator_ids"]
     assert ids[0] == "zoe", ids
     assert sorted(ids) == ["amy", "bo", "zoe"]
@@ -573,7 +522,7 @@ def test_a_host_who_reconnects_at_the_same_instant_stays_present() -> None:
     x.host("s-re", "bo", "2026-03-10 20:10", "join")
     x.host("s-re", "bo", "2026-03-10 20:30", "join")
     x.host("s-re", "bo", "2026-03-10 20:30", "leave")
-    weekly = build_marts(x.tables(), COST_MODEL)["creator_weekly"]
+    weekly = x.marts(COST_MODEL)["creator_weekly"]
     assert row(weekly, creator_id="bo")["live_minutes"] == pytest.approx(20 + 30)
     assert row(weekly, creator_id="zoe")["live_minutes"] == pytest.approx(60)
 
@@ -714,7 +663,7 @@ def test_relay_and_recording_cost() -> None:
     x = Inputs()
     x.session("s", "2026-03-05 08:00", ["alice"], end="2026-03-05 08:10")
     x.usage("u", "s", "2026-03-05 08:00", "2026-03-05 08:10", relay=120, recording=500)
-    marts = build_marts(x.tables(), parse_cost_model(raw))
+    marts = x.marts(parse_cost_model(raw))
     check(
         row(marts["platform_daily"], day=dt.date(2026, 3, 5)),
         {
@@ -742,7 +691,7 @@ def test_currency_without_fx_rate_is_refused(where: str) -> None:
     else:
         x.purchases(dt.date(2026, 3, 5), "GBP", 1, 5, 10)
     with pytest.raises(ModelInputError, match="GBP"):
-        build_marts(x.tables(), COST_MODEL)
+        x.marts(COST_MODEL)
 
 
 def _with(path: tuple[str, ...], value: object) -> dict:

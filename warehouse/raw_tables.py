@@ -54,6 +54,18 @@ def _comment(field: Field) -> str:
     )
 
 
+# Data-skipping indexes for the reads that do not follow the primary key (occurred_at):
+# usage by the interval it covers, orders and refunds by order_id.
+SKIP_INDEXES: dict[str, tuple[str, ...]] = {
+    "media_usage": (
+        "INDEX interval_start_minmax interval_start TYPE minmax GRANULARITY 1",
+        "INDEX interval_end_minmax interval_end TYPE minmax GRANULARITY 1",
+    ),
+    "order_paid": ("INDEX order_id_bloom order_id TYPE bloom_filter GRANULARITY 1",),
+    "order_refunded": ("INDEX order_id_bloom order_id TYPE bloom_filter GRANULARITY 1",),
+}
+
+
 def raw_table_ddl(event_type: str) -> str:
     columns = [
         "event_id UUID COMMENT 'deduplication key'",
@@ -65,6 +77,7 @@ def raw_table_ddl(event_type: str) -> str:
         ),
         "_file String COMMENT 'sealed telemetry file the event was loaded from'",
         "_line UInt64 COMMENT 'line number in that file, from 1'",
+        *SKIP_INDEXES.get(event_type, ()),
     ]
     body = ",\n  ".join(columns)
     return (

@@ -12,7 +12,9 @@ CREATE TABLE IF NOT EXISTS raw_media_usage (
   egress_bytes Int64 COMMENT 'media_usage.egress_bytes: integer',
   recording_bytes Int64 COMMENT 'media_usage.recording_bytes: integer',
   _file String COMMENT 'sealed telemetry file the event was loaded from',
-  _line UInt64 COMMENT 'line number in that file, from 1'
+  _line UInt64 COMMENT 'line number in that file, from 1',
+  INDEX interval_start_minmax interval_start TYPE minmax GRANULARITY 1,
+  INDEX interval_end_minmax interval_end TYPE minmax GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)

@@ -13,7 +13,8 @@ CREATE TABLE IF NOT EXISTS raw_order_paid (
   commission_minor Int64 COMMENT 'order_paid.commission_minor: money in minor units of the event currency',
   creator_net_minor Int64 COMMENT 'order_paid.creator_net_minor: money in minor units of the event currency',
   _file String COMMENT 'sealed telemetry file the event was loaded from',
-  _line UInt64 COMMENT 'line number in that file, from 1'
+  _line UInt64 COMMENT 'line number in that file, from 1',
+  INDEX order_id_bloom order_id TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)

@@ -6,7 +6,8 @@ CREATE TABLE IF NOT EXISTS raw_order_refunded (
   refund_minor Int64 COMMENT 'order_refunded.refund_minor: money in minor units of the event currency',
   reason LowCardinality(String) COMMENT 'order_refunded.reason: as sent',
   _file String COMMENT 'sealed telemetry file the event was loaded from',
-  _line UInt64 COMMENT 'line number in that file, from 1'
+  _line UInt64 COMMENT 'line number in that file, from 1',
+  INDEX order_id_bloom order_id TYPE bloom_filter GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(occurred_at)
