@@ -25,7 +25,7 @@ from ingest.staging import stage_file, unreadable
 from ingest.validate import parse_select_sql
 from telemetry.events import EVENT_FIELDS
 from warehouse.bookkeeping import INGEST_ATTEMPTS, INGEST_LOG, QUARANTINE
-from warehouse.staging_tables import CLASSIFIED, LINES, PARSED
+from warehouse.staging_tables import LINES, STAGING_TABLES, parsed_table
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,18 @@ def _stage(batch: Batch) -> None:
             stage_file(batch.client, index, path, batch.read_in_warehouse)
 
 
-def _parse_and_classify(batch: Batch) -> None:
-    for event_type in [*EVENT_FIELDS, None]:
+def _parse(batch: Batch) -> None:
+    """Each line once, by the query of its type, into that type's typed columns."""
+    for event_type in sql.PARSED_TYPES:
         columns, select = parse_select_sql(LINES, event_type)
-        batch.client.command(f"INSERT INTO {PARSED} ({', '.join(columns)}) {select}")
+        table = parsed_table(event_type)
+        batch.client.command(f"INSERT INTO {table} ({', '.join(columns)}) {select}")
+        batch.client.command(sql.verdicts_sql(event_type))
+
+
+def _classify(batch: Batch) -> None:
     batch.client.command(sql.CLASSIFY if batch.deduplicate else sql.ACCEPT_ALL)
-    batch.client.command(f"TRUNCATE TABLE {PARSED}")
+    batch.client.command(sql.MARK_LOADED)
 
 
 def _find_touched_days(batch: Batch) -> None:
@@ -111,6 +117,7 @@ def _write_aggregates(batch: Batch) -> None:
 
 def _write_quarantine(batch: Batch) -> None:
     batch.command(sql.WRITE_QUARANTINE)
+    batch.client.command(f"TRUNCATE TABLE {LINES}")  # the last read of the lines themselves
     if batch.unreadable:
         now = datetime.now(UTC)
         batch.client.insert(
@@ -152,12 +159,13 @@ def _write_ingest_log(batch: Batch) -> None:
 STEPS: tuple[Step, ...] = (
     Step("note the load attempt", _note_attempt),
     Step("stage the files", _stage, announce=True),
-    Step("parse and classify", _parse_and_classify, announce=True),
+    Step("parse each line into its type's columns", _parse, announce=True),
+    Step("classify each line", _classify),
+    Step("write the quarantine", _write_quarantine),
     Step("find the days the new events touch", _find_touched_days),
     Step("write the raw tables", _write_raw_tables, announce=True),
     Step("write the event index", _write_event_index),
     Step("write the day and session aggregates", _write_aggregates),
-    Step("write the quarantine", _write_quarantine),
     Step("count lines per file", _count_lines),
     Step("note dirty days", _note_dirty_days),
     Step("write the ingest log", _write_ingest_log, announce=True),  # the commit point
@@ -172,7 +180,7 @@ def load_batch(batch: Batch, before: Callable[[Step], None] = lambda step: None)
 
 
 def truncate_staging(client: Client) -> None:
-    for table in (LINES, PARSED, CLASSIFIED):
+    for table in STAGING_TABLES:
         client.command(f"TRUNCATE TABLE {table}")
 
 

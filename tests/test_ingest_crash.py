@@ -46,7 +46,7 @@ BATCH_MB = 1  # several ingest batches per run, so kills land between and inside
 BATCH_LINE = r"ingest: batch {number}/\d+"
 LOG_LINE = r"ingest: batch {number}/\d+: .*ingest log"
 # Publish kills count from one of these (the last is the first write into the marts folder).
-PUBLISH_STARTS = (r"ingest done", r"models: read", FOLDER_CHANGED)
+PUBLISH_STARTS = (r"ingest done", r"models: week", FOLDER_CHANGED)
 PUBLISHED_LINE = r"published"
 
 

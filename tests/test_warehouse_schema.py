@@ -141,7 +141,14 @@ def test_the_registry_has_every_raw_table_and_the_bookkeeping() -> None:
         "session_usage_end",
         "event_days",
     }
-    assert set(STAGING) == {"_stage_lines", "_stage_parsed", "_stage_classified"}
+    assert set(STAGING) == {
+        "_stage_lines",
+        "_stage_verdicts",
+        "_stage_outcomes",
+        "_stage_loaded",
+        "_stage_unknown_type",
+        *(f"_stage_{event_type}" for event_type in EVENT_FIELDS),
+    }
     assert len(BY_NAME) == len(TABLES), "two tables share a name"
     # Creating the schema creates exactly the lasting tables, each once and idempotently.
     assert len(all_ddl()) == len(LASTING)
@@ -191,8 +198,10 @@ def test_raw_tables_hold_the_event_model_by_month_and_time(name: str) -> None:
 
 
 def test_staging_tables_live_in_memory() -> None:
+    """Memory tables, and a Set (always in memory) for the positions to load."""
     for name in STAGING:
-        assert snapshot(BY_NAME[name]).endswith(" ENGINE = Memory"), name
+        engine = "Set" if name == "_stage_loaded" else "Memory"
+        assert snapshot(BY_NAME[name]).endswith(f" ENGINE = {engine}"), name
 
 
 # --- the DDL runs ---------------------------------------------------------------------------

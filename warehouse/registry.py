@@ -17,7 +17,7 @@ from warehouse import aggregates
 from warehouse import bookkeeping as books
 from warehouse.migrations import MIGRATIONS_TABLE, apply_migrations, migrations_ddl
 from warehouse.raw_tables import raw_table, raw_table_ddl
-from warehouse.staging_tables import CLASSIFIED, LINES, PARSED, staging_ddl
+from warehouse.staging_tables import STAGING_TABLES, staging_ddl
 
 Kind = Literal["raw", "bookkeeping", "aggregate", "staging"]
 
@@ -41,7 +41,7 @@ TABLES: tuple[Table, ...] = (
     Table(aggregates.EGRESS_BY_DAY, "aggregate", aggregates.egress_by_day_ddl),
     Table(aggregates.SESSION_USAGE_END, "aggregate", aggregates.session_usage_end_ddl),
     Table(aggregates.EVENT_DAYS, "aggregate", aggregates.event_days_ddl),
-    *(Table(name, "staging", partial(staging_ddl, name)) for name in (LINES, PARSED, CLASSIFIED)),
+    *(Table(name, "staging", partial(staging_ddl, name)) for name in STAGING_TABLES),
 )
 
 

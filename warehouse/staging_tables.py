@@ -1,7 +1,9 @@
-"""Staging tables of one ingest batch: the lines as read, parsed, and classified.
+"""Staging tables of one ingest batch: the lines as read, each event type's lines parsed into
+typed columns, every line's verdict, and the lines to load.
 
-They live in memory (`ENGINE = Memory`), are emptied per batch and never outlive a load; the
-parse table has one column per field name of the event model, so any event type fits.
+They live in memory (`ENGINE = Memory`, the loaded positions a `Set`), are emptied per batch
+and never outlive a load. Each event type has its own parse table with that type's columns,
+so a line is parsed once and the raw tables are written from typed columns.
 """
 
 from __future__ import annotations
@@ -9,53 +11,68 @@ from __future__ import annotations
 from telemetry.events import ENVELOPE, EVENT_FIELDS, Field
 from warehouse.raw_tables import KIND_TYPES
 
-LINES, PARSED, CLASSIFIED = "_stage_lines", "_stage_parsed", "_stage_classified"
+LINES = "_stage_lines"
+VERDICTS = "_stage_verdicts"  # every parsed line: its id, payload hash and quarantine reason
+OUTCOMES = "_stage_outcomes"  # every parsed line: loaded, duplicate, or why it is quarantined
+LOADED = "_stage_loaded"  # the positions of the lines to load (a Set, for `pos IN`)
+UNKNOWN = None  # the parse of lines whose event_type is missing or not in the model
 # Split entries are decoded by the typed JSON reader, which is fast but reads "5" as 5.
 SPLITS_NULLABLE = "Array(Tuple(creator_id Nullable(String), share_minor Nullable(Int64)))"
 POSITION = "(file index in the batch << 40) | line number"
 
 
-def parsed_fields() -> dict[str, Field]:
-    """Every field of every event type by name; a name used as nullable anywhere is nullable."""
-    fields: dict[str, Field] = {f.name: f for f in ENVELOPE}
-    for type_fields in EVENT_FIELDS.values():
-        for f in type_fields:
-            if f.name not in fields or f.kind == "nullable_string":
-                fields[f.name] = Field(f.name, f.kind)
-    return fields
+def parsed_table(event_type: str | None) -> str:
+    """The parse table of one event type (None: lines of a missing or unknown type)."""
+    return f"_stage_{event_type or 'unknown_type'}"
 
 
-def parsed_columns_ddl() -> str:
-    """Columns of the wide parse table, one per field name, nullable where scalar."""
-    columns = []
-    for name, f in parsed_fields().items():
-        base = {"nullable_string": "String", "splits": SPLITS_NULLABLE}.get(
-            f.kind, KIND_TYPES[f.kind]
-        )
-        typed = base if f.kind in ("strings", "splits") else f"Nullable({base})"
-        columns.append(f"{name} {typed} COMMENT 'parsed {name}, null where it does not parse'")
-    return ",\n  ".join(columns)
+def parsed_fields(event_type: str | None) -> list[Field]:
+    return [*ENVELOPE, *(EVENT_FIELDS[event_type] if event_type else ())]
+
+
+def parsed_column(field: Field) -> str:
+    """A parsed field: typed, null where the line's value does not parse (arrays empty)."""
+    base = {"nullable_string": "String", "splits": SPLITS_NULLABLE}.get(
+        field.kind, KIND_TYPES[field.kind]
+    )
+    typed = base if field.kind in ("strings", "splits") else f"Nullable({base})"
+    return f"{field.name} {typed} COMMENT 'parsed {field.name}, null where it does not parse'"
+
+
+_POS = f"pos UInt64 COMMENT '{POSITION}'"
+_VERDICT = (
+    "event_id_uuid Nullable(UUID) COMMENT 'event_id as a UUID, null when it is not one',\n"
+    "  payload_hash UInt64 COMMENT 'hash of the line as read',\n"
+    "  quarantine_reason String COMMENT 'first failed check, empty for a valid line'"
+)
 
 
 def staging_columns() -> dict[str, str]:
-    """Each staging table's columns. The event type read cheaply at staging routes each line
-    to its type's parse query."""
-    position = f"pos UInt64 COMMENT '{POSITION}'"
-    parsed = (
-        f"{position},\n  {parsed_columns_ddl()},\n"
-        "  event_id_uuid Nullable(UUID) COMMENT 'event_id as a UUID, null when it is not one',\n"
-        "  payload_hash UInt64 COMMENT 'hash of the line as read',\n"
-        "  quarantine_reason String COMMENT 'first failed check, empty for a valid line'"
-    )
+    """Each staging table's columns."""
+    parsed = {
+        parsed_table(t): ",\n  ".join(
+            [_POS, *(parsed_column(f) for f in parsed_fields(t)), _VERDICT]
+        )
+        for t in [*EVENT_FIELDS, UNKNOWN]
+    }
     return {
-        LINES: f"{position},\n  line String COMMENT 'the line as read, without its newline',\n"
+        LINES: f"{_POS},\n  line String COMMENT 'the line as read, without its newline',\n"
         "  type_hint LowCardinality(String) DEFAULT JSONExtractString(line, 'event_type') "
         "COMMENT 'event_type read cheaply, routes the line to its parse query'",
-        PARSED: parsed,
-        CLASSIFIED: parsed + ",\n  outcome LowCardinality(String) "
+        **parsed,
+        VERDICTS: f"{_POS},\n"
+        "  event_type Nullable(String) COMMENT 'event_type as sent, null when absent',\n"
+        "  event_id Nullable(String) COMMENT 'event_id as sent, null when absent',\n"
+        f"  {_VERDICT}",
+        OUTCOMES: f"{_POS},\n  outcome LowCardinality(String) "
         "COMMENT 'loaded, duplicate, or the quarantine reason'",
+        LOADED: "pos UInt64 COMMENT 'a line that loads'",
     }
 
 
 def staging_ddl(table: str) -> str:
-    return f"CREATE TABLE {table} ({staging_columns()[table]}) ENGINE = Memory"
+    engine = "Set" if table == LOADED else "Memory"
+    return f"CREATE TABLE {table} ({staging_columns()[table]}) ENGINE = {engine}"
+
+
+STAGING_TABLES: tuple[str, ...] = tuple(staging_columns())

@@ -1,0 +1,12 @@
+CREATE TABLE _stage_order_refunded (pos UInt64 COMMENT '(file index in the batch << 40) | line number',
+  event_id Nullable(String) COMMENT 'parsed event_id, null where it does not parse',
+  event_type Nullable(String) COMMENT 'parsed event_type, null where it does not parse',
+  schema_version Nullable(Int64) COMMENT 'parsed schema_version, null where it does not parse',
+  occurred_at Nullable(DateTime64(6, 'UTC')) COMMENT 'parsed occurred_at, null where it does not parse',
+  source Nullable(String) COMMENT 'parsed source, null where it does not parse',
+  order_id Nullable(String) COMMENT 'parsed order_id, null where it does not parse',
+  refund_minor Nullable(Int64) COMMENT 'parsed refund_minor, null where it does not parse',
+  reason Nullable(String) COMMENT 'parsed reason, null where it does not parse',
+  event_id_uuid Nullable(UUID) COMMENT 'event_id as a UUID, null when it is not one',
+  payload_hash UInt64 COMMENT 'hash of the line as read',
+  quarantine_reason String COMMENT 'first failed check, empty for a valid line') ENGINE = Memory
