@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-from creator_econ.settings import DEFAULTS, Settings, SettingsError, environment
+from creator_econ.settings import BATCH_MB, DEFAULTS, Settings, SettingsError, environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--batch-mb",
         type=int,
-        help=f"telemetry megabytes loaded per ingest batch (default {DEFAULTS.batch_mb}; less "
-        "uses less memory)",
+        help="telemetry megabytes loaded per ingest batch (default: as much as --memory-gb "
+        f"holds, at most {BATCH_MB}; less uses less memory)",
+    )
+    run.add_argument(
+        "--memory-gb",
+        type=float,
+        help=f"memory the run may use, engines included (default {DEFAULTS.memory_gb:g}); "
+        "a run that needs more stops with a message",
     )
     run.set_defaults(handler=_run)
 
@@ -152,6 +158,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "cost_model": args.cost_model,
         "ledger": args.ledger,
         "batch_mb": args.batch_mb,
+        "memory_gb": args.memory_gb,
     }
     given = {name: str(value) for name, value in flags.items() if value is not None}
     return Settings.from_text({**environment(), **given})
@@ -162,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.run_once import RunFailed, conflict_warning, run_once
 
     settings = settings_from(args)
+    settings.batch_bytes  # noqa: B018 - a batch the memory budget cannot hold stops here
     if not (settings.telemetry / "sealed").is_dir():
         raise UserFacingError(
             f"{settings.telemetry} has no sealed/ folder: point --telemetry at a telemetry "

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from warehouse.memory import MemoryBudget, MemoryBudgetError
+
 ENV: dict[str, str] = {
     "data_dir": "CREATOR_ECON_DATA",
     "telemetry_dir": "CREATOR_ECON_TELEMETRY",
@@ -23,8 +25,10 @@ ENV: dict[str, str] = {
     "ledger": "CREATOR_ECON_LEDGER",
     "batch_mb": "CREATOR_ECON_BATCH_MB",
     "freshness_hours": "CREATOR_ECON_FRESHNESS_HOURS",
+    "memory_gb": "CREATOR_ECON_MEMORY_GB",
 }
 MB = 1024 * 1024
+BATCH_MB = 512  # the most telemetry one ingest batch loads when not told otherwise
 
 
 class SettingsError(ValueError):
@@ -41,8 +45,9 @@ class Settings:
     warehouse: str = ""  # "": the embedded warehouse in <data>/warehouse
     cost_model: Path | None = None  # None: the cost model shipped with the project
     ledger: Path | None = None  # runtime ledger to reconcile with; None: no reconciliation
-    batch_mb: int = 512  # telemetry loaded per ingest batch; smaller uses less memory
+    batch_mb: int | None = None  # telemetry per ingest batch; None: what the memory allows
     freshness_hours: float = 24.0  # no new sealed file for longer than this is a warning
+    memory_gb: float = 2.0  # what a run may use at most, engines included
 
     @property
     def telemetry(self) -> Path:
@@ -57,7 +62,25 @@ class Settings:
         return self.warehouse or embedded_dsn(self.data_dir)
 
     @property
+    def memory(self) -> MemoryBudget:
+        try:
+            return MemoryBudget.of_gib(self.memory_gb)
+        except MemoryBudgetError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
     def batch_bytes(self) -> int:
+        """Telemetry per ingest batch: as asked, or the most the memory budget holds (at most
+        BATCH_MB); a batch larger than the budget holds is refused in one line."""
+        largest = self.memory.largest_batch_bytes
+        if self.batch_mb is None:
+            return min(BATCH_MB * MB, largest)
+        if self.batch_mb * MB > largest:
+            raise SettingsError(
+                f"batches of {self.batch_mb} MB do not fit a {self.memory_gb:g} GiB memory "
+                f"budget: give at most {largest // MB} MB (--batch-mb), or more memory "
+                "(--memory-gb)"
+            )
         return self.batch_mb * MB
 
     @property
@@ -101,6 +124,14 @@ def _typed(name: str, value: str) -> object:
         if not value.isdigit() or int(value) < 1:
             raise SettingsError(f"{where}: give a whole number of megabytes, at least 1")
         return int(value)
+    if name == "memory_gb":
+        try:
+            gib = float(value)
+        except ValueError:
+            gib = -1.0
+        if not gib > 0:
+            raise SettingsError(f"{where}: give a positive number of GiB")
+        return gib
     if name == "freshness_hours":
         try:
             hours = float(value)

@@ -13,7 +13,10 @@ from models.publish import MartsUpdate, as_stored
 from models.reads import QUERIES
 from models.recompute import Plan, row_keys, split
 from models.sql import MARTS, STEPS
+from warehouse.memory import DUCKDB_BYTES, MIB
 
+# The aggregates of a week are small; DuckDB gets a fixed slice of the memory budget.
+DUCKDB_SETTINGS = {"memory_limit": f"{DUCKDB_BYTES // MIB}MB", "threads": "2"}
 FORMAT = "partitions-1"  # the stored partitions' layout; a change recomputes them all
 
 
@@ -22,7 +25,7 @@ class ModelInputError(ValueError):
 
 
 def build_marts(tables: dict[str, pa.Table], cost_model: CostModel) -> dict[str, pa.Table]:
-    con = duckdb.connect()
+    con = duckdb.connect(config=DUCKDB_SETTINGS)
     try:
         con.execute("SET TimeZone = 'UTC'")
         for name, table in {**tables, **_cost_tables(cost_model)}.items():

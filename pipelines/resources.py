@@ -28,6 +28,7 @@ class PipelineSettings(dg.ConfigurableResource):
     ledger: str = ""
     batch_mb: str = ""
     freshness_hours: str = ""
+    memory_gb: str = ""
 
     @property
     def resolved(self) -> Settings:
@@ -42,7 +43,8 @@ class PipelineSettings(dg.ConfigurableResource):
     @contextmanager
     def client(self) -> Iterator[Client]:
         """One client per use: a client is not safe to share across threads or runs."""
-        client = connect(self.resolved.warehouse_dsn)
+        settings = self.resolved
+        client = connect(settings.warehouse_dsn, settings.memory)
         try:
             yield client
         finally:

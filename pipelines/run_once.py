@@ -18,6 +18,7 @@ from pipelines.partitions import MARTS_OP, RECOMPUTE_TAG
 from pipelines.resources import PipelineSettings
 from pipelines.sensors import dirty_marts_sensor
 from warehouse.bookkeeping import INGEST_LOG, QUARANTINE
+from warehouse.memory import out_of_memory
 
 # Show the pipeline's own progress lines, not Dagster's per-event debug log.
 LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -99,5 +100,10 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             error = event.step_failure_data.error
             while error.cause is not None and "dagster" in error.cls_name.lower():
                 error = error.cause
+            if out_of_memory(error.message):
+                return (
+                    f"step {event.step_key} needed more memory than the run's budget allows: "
+                    "give more with --memory-gb, or load smaller batches with --batch-mb"
+                )
             return f"step {event.step_key} failed: {error.message.strip()}"
     return "the run failed; see the log above"
