@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"memory the run may use, engines included (default {DEFAULTS.memory_gb:g}); "
         "a run that needs more stops with a message",
     )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Dagster's full log instead of the progress display",
+    )
     run.set_defaults(handler=_run)
 
     dash = commands.add_parser("dashboard", help="serve the dashboards over published marts")
@@ -165,6 +170,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from creator_econ.progress import for_output, reporting
     from pipelines.resources import PipelineSettings
     from pipelines.run_once import RunFailed, conflict_warning, run_once
 
@@ -179,10 +185,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--ledger {settings.ledger}: no runtime ledger database there")
     _check_settings(settings)
     started = time.perf_counter()
-    try:
-        summary = run_once(PipelineSettings.of(settings), say=lambda line: print(line, flush=True))
-    except RunFailed as exc:
-        raise UserFacingError(str(exc)) from exc
+    level = "INFO" if args.verbose else "WARNING"
+    with reporting(for_output(args.verbose)) as shown:
+        say = print if args.verbose else shown.say
+        try:
+            summary = run_once(PipelineSettings.of(settings), say, level)
+        except RunFailed as exc:
+            raise UserFacingError(str(exc)) from exc
     if summary.recomputed is not None:
         print(f"marts: recomputed days {summary.recomputed}")
     if summary.conflicting_duplicates:

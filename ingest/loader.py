@@ -43,6 +43,26 @@ class IngestReport:
         )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How far an ingest is, after each batch: for a bar with a rate and the time left."""
+
+    files_done: int
+    files: int
+    bytes_done: int
+    bytes: int
+    report: IngestReport
+    seconds: float
+
+    def describe(self) -> str:
+        loaded = self.report.total("loaded")
+        rate = self.report.lines_read / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.files_done:,}/{self.files:,} files, {loaded:,} events loaded "
+            f"({rate:,.0f} lines/s)"
+        )
+
+
 def pending_files(client: Client, telemetry_dir: Path) -> list[Path]:
     """Sealed files not yet committed to the ingest log, in delivery order."""
     done = {r[0] for r in client.query(LOADED_FILES).result_rows}
@@ -58,12 +78,14 @@ def ingest(
     progress: Callable[[str], None] | None = None,
     deduplicate: bool = True,
     before_step: Callable[[Step], None] | None = None,
+    on_batch: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
     """Load every new sealed file. `read_files_in_warehouse` lets an embedded warehouse read the
     files itself; a server gets their bytes sent over the connection. `deduplicate=False`
     loads every valid line, duplicates included: it exists only to measure what exactly-once
     costs, and must not be used on a real warehouse. `before_step` sees each step of each batch
-    before it runs (tests use it to stop a batch at a chosen step)."""
+    before it runs (tests use it to stop a batch at a chosen step); `on_batch` hears how far
+    the ingest is after each batch."""
     started = time.perf_counter()
     say = progress or (lambda line: None)
     ensure_warehouse_schema(client)
@@ -72,6 +94,10 @@ def ingest(
     report = IngestReport()
     files = pending_files(client, telemetry_dir)
     batches = _batches(files, batch_bytes)
+    total_bytes = sum(p.stat().st_size for p in files)
+    done_bytes = 0
+    if on_batch is not None:
+        on_batch(Progress(0, len(files), 0, total_bytes, report, 0.0))
     for number, paths in enumerate(batches, 1):
         prefix = f"ingest: batch {number}/{len(batches)}"
 
@@ -86,7 +112,11 @@ def ingest(
         report.files += batch.reports
         report.touched_days |= batch.touched_days
         done = sum(len(b) for b in batches[:number])
+        done_bytes += sum(p.stat().st_size for p in paths)
         say(f"ingest: {done}/{len(files)} files, {report.summary().split(': ', 1)[1]}")
+        if on_batch is not None:
+            elapsed = time.perf_counter() - started
+            on_batch(Progress(done, len(files), done_bytes, total_bytes, report, elapsed))
     report.seconds = time.perf_counter() - started
     return report
 

@@ -27,20 +27,22 @@ def compute_update(
     client: Client,
     plan: Plan,
     cost_model: CostModel,
-    say: Callable[[str], None] = lambda line: None,
+    on_week: Callable[[int, str], None] = lambda number, text: None,
 ) -> MartsUpdate:
-    """The plan's partitions of every mart, computed week by week."""
+    """The plan's partitions of every mart, computed week by week; `on_week` hears of each
+    week done (its number and a line saying what it read)."""
     # With nothing to compute, one empty window still gives every mart its schema.
     windows = plan.windows() or [((EPOCH, EPOCH), frozenset())]
     updates = []
     for number, (window, days) in enumerate(windows, 1):
         tables = read_window(client, window, cost_model)
         rows = sum(t.num_rows for t in tables.values())
-        say(
-            f"models: week {number}/{len(windows)}: {rows:,} aggregate rows for "
-            f"{format_window(window)}"
-        )
         updates.append(build_update(tables, cost_model, plan.only(days), whole=plan))
+        on_week(
+            number,
+            f"models: week {number}/{len(windows)}: {rows:,} aggregate rows for "
+            f"{format_window(window)}",
+        )
     return MartsUpdate.combine(updates)
 
 

@@ -9,6 +9,7 @@ from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
 from ingest.dirty_days import clear_dirty_days
+from ingest.loader import Progress as IngestProgress
 from ingest.loader import ingest
 from models.build import model_fingerprint, tier_bounds
 from models.compute import compute_update
@@ -18,6 +19,7 @@ from models.publish import PartitionStore, publish_update
 from models.recompute import Plan, format_days
 from models.sql import MARTS
 from pipelines.partitions import DAILY, MARTS_OP, plan_metadata, range_days
+from pipelines.reporting import advance, phase, result, step_log
 from pipelines.resources import PipelineSettings
 from quality.health_tables import publish_health
 from quality.marts_suite import check_marts
@@ -55,17 +57,20 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
             settings.resolved.telemetry,
             read_files_in_warehouse=settings.embedded,
             batch_bytes=settings.resolved.batch_bytes,
-            progress=context.log.info,
+            progress=step_log(context),
+            on_batch=_show_batch,
         )
         plan = _plan(client, settings, cost_model)
-    context.log.info(f"ingest done in {report.seconds:.1f}s: {report.summary()}")
+    result(context, f"ingest done in {report.seconds:.1f}s: {report.summary()}")
     context.log.info(f"marts: dirty: {plan.describe()}")
     conflicting = report.total("conflicting")
     if conflicting:
-        context.log.warning(
+        result(
+            context,
             f"{conflicting:,} {'line reuses' if conflicting == 1 else 'lines reuse'} a loaded "
             "event_id with a different payload; "
-            f"they are in the {QUARANTINE} table (reason conflicting_duplicate)"
+            f"they are in the {QUARANTINE} table (reason conflicting_duplicate)",
+            warning=True,
         )
     meta = {
         "files": len(report.files),
@@ -79,6 +84,22 @@ def ingest_telemetry(context: dg.AssetExecutionContext, settings: PipelineSettin
     for spec in RAW_SPECS:
         extra = plan_metadata(plan) if spec.key == dg.AssetKey(INGEST_LOG) else {}
         yield dg.MaterializeResult(asset_key=spec.key, metadata={**meta, **extra})
+
+
+def _show_batch(done: IngestProgress) -> None:
+    if done.files_done == 0:
+        phase("ingest", total=done.bytes)
+    advance(done.bytes_done, done.describe())
+
+
+def _on_week(context: dg.AssetExecutionContext):
+    log = step_log(context)
+
+    def week(number: int, text: str) -> None:
+        log(text)
+        advance(number, text)
+
+    return week
 
 
 class MartsConfig(dg.Config):
@@ -108,11 +129,12 @@ def publish_marts(
     requested = None if config.dirty_only else range_days(context.partition_key_range)
     with settings.client() as client:
         plan = _plan(client, settings, cost_model, requested)
-        context.log.info(f"marts: recomputing {plan.describe()}")
+        step_log(context)(f"marts: recomputing {plan.describe()}")
         if plan.empty:
             yield from _results(plan, {}, cost_model, settings)
             return
-        update = compute_update(client, plan, cost_model, context.log.info)
+        phase("models", total=len(plan.windows()))
+        update = compute_update(client, plan, cost_model, _on_week(context))
         # The recomputed rows, exactly as they are about to be published; nothing is written
         # before this point.
         marts = update.tables()
@@ -121,9 +143,10 @@ def publish_marts(
         paths = publish_update(store, update, fingerprint, settings.resolved.marts)
         if plan.settles is not None:
             clear_dirty_days(client, plan.settles)
-    context.log.info(
+    result(
+        context,
         f"published {len(paths)} marts to {settings.resolved.marts} "
-        f"({update.rows():,} rows recomputed)"
+        f"({update.rows():,} rows recomputed)",
     )
     yield from _results(plan, marts, cost_model, settings)
 
@@ -144,7 +167,7 @@ def _check_before_publishing(
     for outcome in failed:
         log = context.log.error if outcome.severity == "error" else context.log.warning
         log(f"{outcome.check} on {outcome.target} failed ({outcome.severity}): {outcome.observed}")
-    context.log.info(f"mart data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
+    result(context, f"mart data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
     if blocked := blocking_failures(outcomes):
         publish_health(client, settings.resolved)
         raise dg.Failure(

@@ -10,6 +10,7 @@ recorded for the data health page but never block: republishing history must alw
 import dagster as dg
 
 from creator_econ.settings import DEFAULTS, ENV
+from pipelines.reporting import phase, result
 from pipelines.resources import PipelineSettings
 from quality.freshness import freshness_facts, freshness_outcome
 from quality.outcomes import CheckOutcome, record_outcomes
@@ -91,6 +92,7 @@ RAW_QUALITY_SPECS = [
     description="The raw data-quality suite (models/quality.py) over every raw table.",
 )
 def raw_quality(context: dg.AssetCheckExecutionContext, settings: PipelineSettings):
+    phase("checks")
     with settings.client() as client:
         outcomes = check_raw(client)
         record_outcomes(client, outcomes, run_id=context.run.run_id)
@@ -98,7 +100,7 @@ def raw_quality(context: dg.AssetCheckExecutionContext, settings: PipelineSettin
     for outcome in failed:
         log = context.log.error if outcome.severity == "error" else context.log.warning
         log(f"{outcome.check} on {outcome.target} failed ({outcome.severity}): {outcome.observed}")
-    context.log.info(f"raw data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
+    result(context, f"raw data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed")
     for outcome in outcomes:
         yield check_result(outcome)
 

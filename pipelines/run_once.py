@@ -20,8 +20,11 @@ from pipelines.sensors import dirty_marts_sensor
 from warehouse.bookkeeping import INGEST_LOG, QUARANTINE
 from warehouse.memory import out_of_memory
 
-# Show the pipeline's own progress lines, not Dagster's per-event debug log.
-LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+def logs(level: str) -> dict:
+    """Run config for Dagster's console log: INFO shows every step's lines (`--verbose`),
+    WARNING only what went wrong, the progress display saying the rest."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 class RunFailed(Exception):
@@ -34,13 +37,15 @@ class RunSummary:
     conflicting_duplicates: int
 
 
-def run_once(settings: PipelineSettings, say: Callable[[str], None]) -> RunSummary:
+def run_once(
+    settings: PipelineSettings, say: Callable[[str], None], log_level: str = "WARNING"
+) -> RunSummary:
     """Refresh, then the marts run the sensor requests, then data health; raises `RunFailed`."""
     definitions = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
 
     def execute(job: str, **options) -> dg.ExecuteInProcessResult:
-        options["run_config"] = {**LOGS, **options.get("run_config", {})}
+        options["run_config"] = {**logs(log_level), **options.get("run_config", {})}
         return definitions.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, **options
         )

@@ -47,9 +47,9 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 def run_pipeline(telemetry: Path, data: Path, ledger: Path) -> subprocess.CompletedProcess:
-    return cli(
+    return cli(  # --verbose: Dagster's log names the checks that ran
         "run", "--telemetry", telemetry, "--marts", data / "marts", "--data", data,
-        "--ledger", ledger,
+        "--ledger", ledger, "--verbose",
     )  # fmt: skip
 
 
