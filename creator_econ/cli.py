@@ -120,6 +120,22 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     load.set_defaults(handler=_load)
 
+    check = commands.add_parser(
+        "check", help="run the raw data-quality suite on the warehouse, outside a run"
+    )
+    check.add_argument(
+        "--full",
+        action="store_true",
+        help="read every row (default: the files loaded since the suite last ran)",
+    )
+    check.add_argument("--warehouse", help="warehouse DSN (default: DATA/warehouse)")
+    check.add_argument("--data", type=Path, help=f"data folder (default ./{DEFAULTS.data_dir})")
+    check.add_argument(
+        "--marts", type=Path, help="also republish the data health page in this marts folder"
+    )
+    check.add_argument("--memory-gb", type=float, help="memory the check may use")
+    check.set_defaults(handler=_check)
+
     rec = commands.add_parser(
         "reconcile", help="compare the runtime ledger's daily totals with the warehouse"
     )
@@ -214,6 +230,39 @@ def _check_settings(settings: Settings) -> None:
             client.close()
     except (CostModelError, WarehouseError) as exc:
         raise UserFacingError(str(exc)) from exc
+
+
+def _check(args: argparse.Namespace) -> int:
+    from quality.health_tables import publish_health
+    from quality.outcomes import blocking_failures, record_outcomes
+    from quality.raw_suite import check_raw
+    from warehouse.connection import WarehouseError, connect
+
+    flags = {
+        "data_dir": args.data,
+        "warehouse": args.warehouse,
+        "marts_dir": args.marts,
+        "memory_gb": args.memory_gb,
+    }
+    given = {name: str(value) for name, value in flags.items() if value is not None}
+    settings = Settings.from_text({**environment(), **given})
+    try:
+        client = connect(settings.warehouse_dsn, settings.memory)
+        try:
+            outcomes = check_raw(client, full=args.full)
+            record_outcomes(client, outcomes)
+            if args.marts:
+                publish_health(client, settings)
+        finally:
+            client.close()
+    except WarehouseError as exc:
+        raise UserFacingError(str(exc)) from exc
+    failed = [o for o in outcomes if not o.passed]
+    for outcome in failed:
+        print(f"{outcome.severity}: {outcome.check} on {outcome.target}: {outcome.observed}")
+    scope = "every row" if args.full else "the files loaded since the last check"
+    print(f"raw data quality: {len(outcomes) - len(failed)}/{len(outcomes)} passed ({scope})")
+    return 1 if blocking_failures(outcomes) else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ recorded for the data health page but never block: republishing history must alw
 """
 
 import dagster as dg
+from pydantic import Field
 
 from creator_econ.settings import DEFAULTS, ENV
 from pipelines.reporting import phase, result
@@ -75,6 +76,18 @@ def matches_runtime_ledger(
     )
 
 
+class RawChecksConfig(dg.Config):
+    """How much of the raw tables the suite reads."""
+
+    full: bool = Field(
+        default=False,
+        description="Read every row. Off: the rows of the files loaded since the suite last "
+        "ran, their ids checked against the rest, and the totals kept anyway (what a run "
+        "costs follows its new data); the `full_raw_checks` job and `creator-econ check "
+        "--full` rescan.",
+    )
+
+
 RAW_QUALITY_SPECS = [
     dg.AssetCheckSpec(
         check.name,
@@ -91,10 +104,12 @@ RAW_QUALITY_SPECS = [
     name="raw_quality",
     description="The raw data-quality suite (models/quality.py) over every raw table.",
 )
-def raw_quality(context: dg.AssetCheckExecutionContext, settings: PipelineSettings):
+def raw_quality(
+    context: dg.AssetCheckExecutionContext, settings: PipelineSettings, config: RawChecksConfig
+):
     phase("checks")
     with settings.client() as client:
-        outcomes = check_raw(client)
+        outcomes = check_raw(client, full=config.full)
         record_outcomes(client, outcomes, run_id=context.run.run_id)
     failed = [o for o in outcomes if not o.passed]
     for outcome in failed:

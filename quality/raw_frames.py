@@ -11,7 +11,7 @@ import pandas as pd
 from clickhouse_connect.driver.client import Client
 
 from telemetry.events import EVENT_FIELDS
-from warehouse.bookkeeping import EVENT_INDEX, INGEST_LOG, QUARANTINE
+from warehouse.bookkeeping import CHECK_RESULTS, EVENT_INDEX, INGEST_LOG, QUARANTINE
 from warehouse.raw_tables import RAW_TABLES, raw_table
 
 QUARANTINE_SHARE_WARN = 0.01  # more than this share of lines quarantined is worth a look
@@ -70,49 +70,85 @@ MONEY_ID_TABLES = tuple(raw_table(t) for t, _, money in _BUSINESS_IDS if money)
 OTHER_ID_TABLES = tuple(raw_table(t) for t, _, money in _BUSINESS_IDS if not money)
 
 # --- statements ---------------------------------------------------------------------------------
+# Each statement reads either every row (`scoped=False`, `creator-econ check --full`) or the rows
+# of the files a run loaded (`_file IN {files}`), with what they must not collide with in the
+# rest of the history read by key.
 
+FILES = "_file IN {files:Array(String)}"
 INDEXED_BY_TYPE = f"SELECT event_type, count() FROM {EVENT_INDEX} GROUP BY event_type"
 
 
-def table_stats_sql(event_type: str) -> str:
+def _where(scoped: bool, *conditions: str) -> str:
+    found = [*conditions, FILES] if scoped else list(conditions)
+    return f" WHERE {' AND '.join(found)}" if found else ""
+
+
+def table_stats_sql(event_type: str, scoped: bool) -> str:
+    """The rows checked, their distinct ids less those also loaded from another file, their
+    time span and future rows; and the table's rows in all (for the index)."""
     table = raw_table(event_type)
+    reused = (
+        f"(SELECT uniqExact(event_id) FROM {EVENT_INDEX} WHERE event_id IN "
+        f"(SELECT event_id FROM {table}{_where(True)}) AND NOT {FILES})"
+        if scoped
+        else "0"
+    )
     return (
-        f"SELECT '{table}', count(), uniqExact(event_id), minOrNull(occurred_at), "
-        f"maxOrNull(occurred_at), countIf(occurred_at > {{limit:DateTime64(6, 'UTC')}}) "
-        f"FROM {table}"
+        f"SELECT '{table}', count(), uniqExact(event_id) - {reused}, minOrNull(occurred_at), "
+        f"maxOrNull(occurred_at), countIf(occurred_at > {{limit:DateTime64(6, 'UTC')}}), "
+        f"(SELECT count() FROM {table}) FROM {table}{_where(scoped)}"
     )
 
 
-def lower_bound_sql(event_type: str, column: str, bound: int) -> str:
+def lower_bound_sql(event_type: str, column: str, bound: int, scoped: bool) -> str:
     table = raw_table(event_type)
     if column == "splits.share_minor":
         least = f"SELECT minOrNull(s.share_minor) FROM {table} ARRAY JOIN splits AS s"
     else:
         least = f"SELECT minOrNull({column}) FROM {table}"
-    return f"SELECT '{table}', '{column}', ({least}), {bound}"
+    return f"SELECT '{table}', '{column}', ({least}{_where(scoped)}), {bound}"
 
 
-def invariant_sql(event_type: str, rule: str, broken: str) -> str:
+def invariant_sql(event_type: str, rule: str, broken: str, scoped: bool) -> str:
     table = raw_table(event_type)
-    return f"SELECT '{table}', '{rule}', countIf({broken}) FROM {table}"
+    return f"SELECT '{table}', '{rule}', countIf({broken}) FROM {table}{_where(scoped)}"
 
 
-def business_id_sql(event_type: str, column: str) -> str:
+def business_id_sql(event_type: str, column: str, scoped: bool) -> str:
+    """Rows checked against their distinct ids, less ids also held by rows of other files."""
     table = raw_table(event_type)
-    return f"SELECT '{table}', '{column}', count(), uniqExact({column}) FROM {table}"
+    reused = (
+        f"(SELECT uniqExact({column}) FROM {table} WHERE {column} IN "
+        f"(SELECT {column} FROM {table}{_where(True)}) AND NOT {FILES})"
+        if scoped
+        else "0"
+    )
+    return (
+        f"SELECT '{table}', '{column}', count(), uniqExact({column}) - {reused} "
+        f"FROM {table}{_where(scoped)}"
+    )
 
 
 _REFUNDS, _ORDERS = raw_table("order_refunded"), raw_table("order_paid")
-REFUNDS_MATCH_ORDERS = f"""
+
+
+def refunds_match_orders_sql(scoped: bool) -> str:
+    return f"""
 SELECT '{_REFUNDS}', count(), countIf(o.order_id = ''),
        countIf(o.order_id != '' AND r.refund_minor != o.gross)
-FROM {_REFUNDS} AS r LEFT JOIN (
-  SELECT order_id, argMin(gross_minor, occurred_at) AS gross FROM {_ORDERS} GROUP BY order_id
+FROM (SELECT * FROM {_REFUNDS}{_where(scoped)}) AS r LEFT JOIN (
+  SELECT order_id, argMin(gross_minor, occurred_at) AS gross FROM {_ORDERS}
+  WHERE order_id IN (SELECT order_id FROM {_REFUNDS}{_where(scoped)}) GROUP BY order_id
 ) AS o ON o.order_id = r.order_id SETTINGS join_use_nulls = 0"""
 
-FILE_LINES = (
-    f"SELECT _file, lines_read, loaded + duplicates + quarantined FROM {INGEST_LOG} ORDER BY _file"
-)
+
+def file_lines_sql(scoped: bool) -> str:
+    return (
+        f"SELECT _file, lines_read, loaded + duplicates + quarantined FROM {INGEST_LOG}"
+        f"{_where(scoped)} ORDER BY _file"
+    )
+
+
 _LOADED = f"(SELECT sum(loaded) FROM {INGEST_LOG})"
 _RAW_ROWS = " + ".join(f"(SELECT count() FROM {t})" for t in RAW_TABLES)
 INGEST_TOTALS = (
@@ -125,23 +161,43 @@ INGEST_TOTALS = (
 INGEST_SUMMARY = (
     f"SELECT '{QUARANTINE}', sum(lines_read), sum(quarantined), sum(conflicting) FROM {INGEST_LOG}"
 )
+# The files loaded since the raw suite last ran (all of them before it ever ran): what an
+# incremental check reads.
+UNCHECKED_FILES = f"""
+SELECT _file FROM {INGEST_LOG}
+WHERE ingested_at > (SELECT ifNull(max(checked_at), toDateTime64(0, 6, 'UTC'))
+                     FROM {CHECK_RESULTS} WHERE suite = 'raw')
+ORDER BY _file"""
 
 
 # --- frames -------------------------------------------------------------------------------------
 
 
-def raw_frames(client: Client, now: datetime) -> dict[str, pd.DataFrame]:
-    """The small aggregate frames the raw suite validates."""
-    future = {"limit": now + timedelta(days=1)}
+def unchecked_files(client: Client) -> list[str]:
+    return [r[0] for r in client.query(UNCHECKED_FILES).result_rows]
+
+
+def raw_frames(
+    client: Client, now: datetime, files: list[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The small aggregate frames the raw suite validates: over every row, or over the rows of
+    `files` (the ones a run loaded) with their ids checked against the rest of the history.
+    Totals that cost nothing to keep (rows against the index and the ingest log) are global
+    either way."""
+    scoped = files is not None
+    params: dict[str, Any] = {"files": files or []}
+    future = {**params, "limit": now + timedelta(days=1)}
     tables = _frame(
         client,
-        ["table", "rows", "distinct_event_ids", "first_at", "last_at", "future_rows"],
-        [(table_stats_sql(t), future) for t in EVENT_FIELDS],
+        ["table", "rows", "distinct_event_ids", "first_at", "last_at", "future_rows", "all_rows"],
+        [(table_stats_sql(t, scoped), future) for t in EVENT_FIELDS],
     )
     indexed = dict(client.query(INDEXED_BY_TYPE).result_rows)
     tables["indexed"] = [indexed.get(t, 0) for t in EVENT_FIELDS]
     refunds = _frame(
-        client, ["table", "refunds", "without_order", "not_full"], [(REFUNDS_MATCH_ORDERS, {})]
+        client,
+        ["table", "refunds", "without_order", "not_full"],
+        [(refunds_match_orders_sql(scoped), params)],
     )
     refunds["unmatched"] = refunds["without_order"] + refunds["not_full"]
     summary = _frame(
@@ -154,18 +210,22 @@ def raw_frames(client: Client, now: datetime) -> dict[str, pd.DataFrame]:
         "raw_bounds": _frame(
             client,
             ["table", "column", "min_value", "lower_bound"],
-            [(lower_bound_sql(*bound), {}) for bound in _LOWER_BOUNDS],
+            [(lower_bound_sql(*bound, scoped), params) for bound in _LOWER_BOUNDS],
         ),
         "raw_invariants": _frame(
-            client, ["table", "rule", "broken"], [(invariant_sql(*i), {}) for i in _INVARIANTS]
+            client,
+            ["table", "rule", "broken"],
+            [(invariant_sql(*i, scoped), params) for i in _INVARIANTS],
         ),
         "raw_ids": _frame(
             client,
             ["table", "id", "rows", "distinct_ids"],
-            [(business_id_sql(t, column), {}) for t, column, _ in _BUSINESS_IDS],
+            [(business_id_sql(t, column, scoped), params) for t, column, _ in _BUSINESS_IDS],
         ),
         "raw_refunds": refunds,
-        "ingest_files": _frame(client, ["file", "lines_read", "accounted"], [(FILE_LINES, {})]),
+        "ingest_files": _frame(
+            client, ["file", "lines_read", "accounted"], [(file_lines_sql(scoped), params)]
+        ),
         "ingest_totals": _frame(
             client, ["table", "what", "logged", "stored"], [(s, {}) for s in INGEST_TOTALS]
         ),

@@ -84,7 +84,18 @@ def test_recompute_marts_selects_the_four_marts_and_health_only_data_health():
         "refresh",
         "recompute_marts",
         "publish_data_health",
+        "full_raw_checks",
     }
+
+
+def test_the_weekly_job_rescans_every_row_with_the_raw_suite_alone():
+    assets, checks = selection("full_raw_checks")
+    assert assets == set()
+    assert checks == {(target, check.name) for check, target in raw_check_targets()}
+    job = defs.resolve_job_def("full_raw_checks")
+    assert job.run_config == {"ops": {"raw_quality": {"config": {"full": True}}}}
+    [schedule] = defs.resolve_all_schedule_defs()
+    assert (schedule.job_name, schedule.cron_schedule) == ("full_raw_checks", "0 3 * * 0")
 
 
 def test_marts_are_daily_partitions_backfilled_in_one_run():

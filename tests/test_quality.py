@@ -3,6 +3,7 @@ the marts in a real Dagster run, and stale telemetry only warns."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from creator_econ.cli import main as cli
 from creator_econ.settings import ENV, Settings, SettingsError
 from ingest.loader import ingest
 from models.publish import HEALTH_DIR
@@ -35,6 +37,7 @@ from quality.outcomes import (
 )
 from quality.raw_suite import check_raw, raw_check_targets
 from simulator.run import simulate
+from telemetry.files import TelemetryWriter
 from warehouse.connection import connect
 
 START = date(2026, 10, 1)
@@ -210,6 +213,83 @@ def test_an_unbalanced_ingest_log_fails(loaded):
     assert not outcome(outcomes, "totals_agree", "ingest_log").passed
 
 
+# --- Incremental: a run checks the files it loaded, against the rest of the history ---------
+
+
+def seal_copy_of_a_gift(client: Client, telemetry: Path, **changes) -> dict:
+    """A new sealed file holding one gift copied from the warehouse under a new event_id."""
+    result = client.query(
+        "SELECT event_id, occurred_at, gift_id, session_id, sender_id, coins, value_minor, "
+        "currency, splits, platform_fee_minor FROM raw_gift_sent ORDER BY occurred_at LIMIT 1"
+    )
+    row = dict(zip(result.column_names, result.result_rows[0], strict=True))
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "gift_sent",
+        "schema_version": 1,
+        "occurred_at": row["occurred_at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "source": "late",
+        "gift_id": row["gift_id"],
+        "session_id": row["session_id"],
+        "sender_id": row["sender_id"],
+        "coins": row["coins"],
+        "value_minor": row["value_minor"],
+        "currency": row["currency"],
+        "splits": [dict(split) for split in row["splits"]],
+        "platform_fee_minor": row["platform_fee_minor"],
+        **changes,
+    }
+    with TelemetryWriter(telemetry, "late") as writer:
+        writer.write((json.dumps(event) + "\n").encode())
+    return event
+
+
+def test_a_run_checks_what_it_loaded_against_the_history(loaded, tmp_path):
+    # The raw suite ran once (every file checked); a new file brings a gift whose gift_id an
+    # older file already loaded, under a new event_id: the new rows alone look clean, the
+    # collision with the history is what fails.
+    record_outcomes(loaded, check_raw(loaded, full=False))
+    seal_copy_of_a_gift(loaded, tmp_path / "telemetry")
+    report = ingest(loaded, tmp_path / "telemetry", read_files_in_warehouse=True)
+    assert report.total("loaded") == 1
+    outcomes = check_raw(loaded, full=False)
+    hit = outcome(outcomes, "money_ids_unique", "raw_gift_sent")
+    assert not hit.passed and "rows=1" in hit.observed and "distinct_ids=0" in hit.observed
+    # The other tables' new rows (none) and the kept totals pass.
+    assert failed(outcomes) == {("money_ids_unique", "raw_gift_sent")}
+
+
+def test_a_run_reads_only_the_files_it_loaded_and_a_full_check_reads_all(loaded, tmp_path):
+    # A broken row planted in an already checked file: the next run's check does not read that
+    # file, the explicit full check does.
+    record_outcomes(loaded, check_raw(loaded, full=False))
+    copy_row(loaded, "raw_coins_purchased", event_id=uuid.uuid4(), purchase_id="px", coins=0)
+    seal_copy_of_a_gift(loaded, tmp_path / "telemetry", gift_id="g-new")
+    ingest(loaded, tmp_path / "telemetry", read_files_in_warehouse=True)
+    incremental = check_raw(loaded, full=False)
+    assert outcome(incremental, "amounts_within_bounds", "raw_coins_purchased").passed
+    assert outcome(incremental, "money_ids_unique", "raw_gift_sent").passed
+    full = check_raw(loaded, full=True)
+    assert not outcome(full, "amounts_within_bounds", "raw_coins_purchased").passed
+
+
+def test_the_check_command_rescans_on_request(loaded, tmp_path, capsys):
+    # A row planted behind ingest's back: the kept totals catch it on any check (it has no
+    # index entry), but only a full rescan reads the row itself and finds its zero coins.
+    record_outcomes(loaded, check_raw(loaded, full=False))
+    copy_row(loaded, "raw_coins_purchased", event_id=uuid.uuid4(), purchase_id="px", coins=0)
+    loaded.close()  # the command opens the warehouse itself
+    assert cli(["check", "--data", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "error: rows_in_event_index on raw_coins_purchased" in printed
+    assert "amounts_within_bounds" not in printed
+    assert "63/65 passed (the files loaded since the last check)" in printed
+    assert cli(["check", "--full", "--data", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "error: amounts_within_bounds on raw_coins_purchased" in printed
+    assert "(every row)" in printed
+
+
 # --- Freshness -----------------------------------------------------------------------------------
 
 
@@ -273,12 +353,13 @@ def test_error_level_failure_stops_the_marts_and_stale_telemetry_only_warns(tmp_
     monkeypatch.setenv(FRESHNESS_HOURS_ENV, "24")
     assert set(QUALITY_CHECKS) <= set(CHECKS)
 
-    def run() -> dg.ExecuteInProcessResult:
+    def run(full: bool = False) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             [ingest_telemetry, publish_marts, *HEALTH_ASSETS, *CHECKS],
             resources={"settings": settings},
             partition_key=START.isoformat(),  # the marts' daily partition the run recomputes
             raise_on_error=False,
+            run_config={"ops": {"raw_quality": {"config": {"full": full}}}},
         )
 
     first = run()
@@ -295,7 +376,8 @@ def test_error_level_failure_stops_the_marts_and_stale_telemetry_only_warns(tmp_
         old = time.time() - 48 * 3600
         os.utime(path, (old, old))
 
-    second = run()
+    # A rescan of every row, as the weekly job does: the planted row is in a checked file.
+    second = run(full=True)
     assert not second.success
     evaluations = {
         (e.asset_key.to_user_string(), e.check_name): e
