@@ -175,9 +175,7 @@ def raw_check_targets() -> list[tuple[Expectation, str]]:
     return [(check, target) for check in RAW_CHECKS for target in check.targets]
 
 
-def check_raw(
-    client: Client, now: datetime | None = None, full: bool = True
-) -> list[CheckOutcome]:
+def check_raw(client: Client, now: datetime | None = None, full: bool = True) -> list[CheckOutcome]:
     """The raw suite: one outcome per check and table, from aggregates computed in ClickHouse.
 
     `full` reads every row; otherwise the rows of the files loaded since the suite last ran,

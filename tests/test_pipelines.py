@@ -94,7 +94,7 @@ def test_the_weekly_job_rescans_every_row_with_the_raw_suite_alone():
     assert checks == {(target, check.name) for check, target in raw_check_targets()}
     job = defs.resolve_job_def("full_raw_checks")
     assert job.run_config == {"ops": {"raw_quality": {"config": {"full": True}}}}
-    [schedule] = defs.resolve_all_schedule_defs()
+    [schedule] = defs.schedules
     assert (schedule.job_name, schedule.cron_schedule) == ("full_raw_checks", "0 3 * * 0")
 
 
