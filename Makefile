@@ -47,7 +47,8 @@ dagster: install
 	  $(BIN)/dagster dev -m pipelines.definitions
 
 bench: install
-	$(BIN)/python bench/pipeline.py --events 10000000 --out /tmp/creator-econ-bench
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/scale.py --out /tmp/creator-econ-scale --chart docs/scale.png
 
 clean:
 	rm -rf $(DATA) .dagster_home

@@ -263,8 +263,12 @@ def simulate_telemetry(out: Path, creators: int, days: int, seed: int) -> Teleme
     )
 
 
-def baseline(telemetry: Path, warehouse: Path, log: Path, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "_baseline", str(telemetry), str(warehouse)]
+def baseline(
+    telemetry: Path, warehouse: Path, log: Path, timeout: float, mode: str = "_baseline"
+) -> dict:
+    """The bare load in a child: envelope columns (`_baseline`) or every field typed
+    (`_baseline_typed`)."""
+    cmd = [sys.executable, __file__, mode, str(telemetry), str(warehouse)]
     child = run_child(cmd, log, _show_child_line("baseline"), timeout)
     _check(child, "the baseline load", log)
     shutil.rmtree(warehouse, ignore_errors=True)
@@ -279,7 +283,7 @@ def _run_phase(line: str) -> str | None:
     """The phase of `creator-econ run` that starts after this log line."""
     if "published" in line:
         return "teardown"
-    if "models: read" in line:
+    if "models: week" in line:
         return "models: build + publish"
     if "ingest done" in line:
         return "models: extract from the warehouse"
@@ -333,21 +337,38 @@ def profile_ingest(telemetry: Path, warehouse: Path, log: Path, timeout: float) 
 # --------------------------------------------------------------------------- child modes
 
 
-def child_baseline(telemetry: Path, warehouse: Path) -> None:
-    """The bare bulk load: envelope columns of every sealed file, one INSERT per file."""
+def typed_schema() -> str:
+    """Every field of every event type as one wide typed row, for the bare typed load."""
+    from telemetry.events import ENVELOPE, EVENT_FIELDS
+
+    types = {
+        "string": "String", "nullable_string": "Nullable(String)", "int": "Int64",
+        "number": "Float64", "time": "DateTime64(6, 'UTC')", "date": "Date32",
+        "strings": "Array(String)",
+        "splits": "Array(Tuple(creator_id String, share_minor Int64))",
+    }  # fmt: skip
+    fields = {f.name: f for f in ENVELOPE}
+    for type_fields in EVENT_FIELDS.values():
+        fields.update({f.name: f for f in type_fields if f.name not in fields})
+    return ", ".join(f"{name} {types[f.kind]}" for name, f in fields.items())
+
+
+def child_baseline(telemetry: Path, warehouse: Path, typed: bool = False) -> None:
+    """The bare bulk load, one INSERT per sealed file: the envelope columns, or with `typed`
+    every field of every type into one wide typed table."""
     from telemetry.files import list_sealed
     from warehouse.connection import connect
 
     client = connect(f"chdb://{warehouse}")
-    client.command(f"CREATE TABLE t ({BASELINE_SCHEMA}) ENGINE = MergeTree ORDER BY tuple()")
+    schema = typed_schema() if typed else BASELINE_SCHEMA
+    client.command(f"CREATE TABLE t ({schema}) ENGINE = MergeTree ORDER BY tuple()")
     files = list_sealed(telemetry)
     seconds = 0.0
     for number, path in enumerate(files, 1):
         started = time.perf_counter()
         client.command(
-            "INSERT INTO t SELECT event_id, event_type, occurred_at "
-            "FROM file({path:String}, JSONEachRow, {schema:String})",
-            parameters={"path": str(path.resolve()), "schema": BASELINE_SCHEMA},
+            "INSERT INTO t SELECT * FROM file({path:String}, JSONEachRow, {schema:String})",
+            parameters={"path": str(path.resolve()), "schema": schema},
             settings={"date_time_input_format": "best_effort"},
         )
         seconds += time.perf_counter() - started
@@ -497,8 +518,12 @@ def _verdict(met: bool, ratio: float, what: str) -> str:
     return f"met ({ratio:.2f}x {what})" if met else f"MISSED ({ratio:.2f}x {what})"
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    header = ("metric", "value", "target", "ratio to baseline", "against target / note")
+def print_table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> None:
+    """Aligned columns; the first row is the header unless one is given."""
+    if header is None:
+        header = ("metric", "value", "target", "ratio to baseline", "against target / note")
+    else:
+        header, rows = rows[0], rows[1:]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -579,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_baseline"]:
         child_baseline(Path(argv[1]), Path(argv[2]))
+        return 0
+    if argv[:1] == ["_baseline_typed"]:
+        child_baseline(Path(argv[1]), Path(argv[2]), typed=True)
         return 0
     if argv[:1] == ["_profile"]:
         child_profile(Path(argv[1]), Path(argv[2]))

@@ -8,8 +8,11 @@ checks. There is no second implementation of the chain: the CLI runs the same jo
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 
 import dagster as dg
 
@@ -37,10 +40,19 @@ class RunSummary:
     conflicting_duplicates: int
 
 
+def _import_quietly(module: str) -> None:
+    """Warm an import; a failure is left for the real import to report in one line."""
+    with contextlib.suppress(Exception):
+        import_module(module)
+
+
 def run_once(
     settings: PipelineSettings, say: Callable[[str], None], log_level: str = "WARNING"
 ) -> RunSummary:
     """Refresh, then the marts run the sensor requests, then data health; raises `RunFailed`."""
+    # Great Expectations takes seconds to import; the checks need it only after ingest, whose
+    # queries run in the engine with the interpreter free, so the import overlaps them.
+    threading.Thread(target=_import_quietly, args=("great_expectations",), daemon=True).start()
     definitions = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
 
