@@ -106,11 +106,30 @@ def _parser() -> argparse.ArgumentParser:
         help=f"ledger database (default ./{DEFAULTS.runtime_dir / 'ledger.db'})",
     )
     serve.add_argument("--policy", type=Path, help="policy TOML (default: shipped policy)")
+    serve.add_argument(
+        "--allow-unprofitable-packs",
+        action="store_true",
+        help="run a policy whose packs net less per coin than creators are paid (experiments)",
+    )
     serve.add_argument("--source", default="runtime", help="telemetry source name of this instance")
     serve.add_argument(
         "--no-group-commit",
         action="store_true",
         help="commit every operation on its own (slower; the benchmark's baseline)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1000,
+        help="open HTTP and WebSocket connections; past it a request or handshake is answered "
+        "503 (default 1000)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request's headers, then its body, may take to arrive; past them the "
+        "request is answered 408 (default 10)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -269,14 +288,19 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from live_runtime.policy import PolicyError, load_policy
+    from live_runtime.server import limits
+    from live_runtime.server.live_socket import MAX_MESSAGE_BYTES
     from live_runtime.server.routes import create_app
     from live_runtime.server.runtime import RuntimeConfig
 
+    if not 0 < args.request_timeout <= 3600:
+        raise UserFacingError("--request-timeout must be more than 0 and at most 3600 seconds")
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, args.allow_unprofitable_packs)
     except PolicyError as exc:
         raise UserFacingError(str(exc)) from exc
-    runtime_dir = Settings.from_text(environment()).runtime_dir
+    settings = Settings.from_text(environment())
+    runtime_dir = settings.runtime_dir
     db = args.db or runtime_dir / "ledger.db"
     telemetry = args.telemetry or runtime_dir / "telemetry"
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -286,10 +310,13 @@ def _serve(args: argparse.Namespace) -> int:
         source=args.source,
         policy=policy,
         group_commit=not args.no_group_commit,
+        signups_per_minute=settings.signups_per_minute,
+        failed_sign_ins_per_minute=settings.failed_sign_ins_per_minute,
+        **({"webhook_secret": settings.webhook_secret} if settings.webhook_secret else {}),
     )
     listener = _listen(args.host, args.port)
     try:
-        app = create_app(config)
+        app = create_app(config, request_timeout=args.request_timeout)
     except ValueError as exc:
         listener.close()
         raise UserFacingError(str(exc)) from exc
@@ -299,9 +326,28 @@ def _serve(args: argparse.Namespace) -> int:
         f"ledger {db}, telemetry {telemetry}, policy {policy.version}",
         flush=True,
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            http=limits.bounded_http(args.request_timeout),  # bounds the request head
+            h11_max_incomplete_event_size=limits.MAX_HEAD_BYTES,  # the same, were h11 used
+            limit_concurrency=args.max_connections,
+            timeout_keep_alive=limits.KEEP_ALIVE_SECONDS,
+            ws_max_size=MAX_MESSAGE_BYTES,
+            proxy_headers=False,  # X-Forwarded-For is not trusted: limits count real peers
+        )
+    )
     server.run(sockets=[listener])
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _listen(host: str, port: int) -> socket.socket:

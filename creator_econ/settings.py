@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from warehouse.memory import MemoryBudget, MemoryBudgetError
@@ -26,6 +26,9 @@ ENV: dict[str, str] = {
     "batch_mb": "CREATOR_ECON_BATCH_MB",
     "freshness_hours": "CREATOR_ECON_FRESHNESS_HOURS",
     "memory_gb": "CREATOR_ECON_MEMORY_GB",
+    "webhook_secret": "CREATOR_ECON_WEBHOOK_SECRET",
+    "signups_per_minute": "CREATOR_ECON_SIGNUPS_PER_MINUTE",
+    "failed_sign_ins_per_minute": "CREATOR_ECON_FAILED_SIGN_INS_PER_MINUTE",
 }
 MB = 1024 * 1024
 BATCH_MB = 512  # the most telemetry one ingest batch loads when not told otherwise
@@ -48,6 +51,11 @@ class Settings:
     batch_mb: int | None = None  # telemetry per ingest batch; None: what the memory allows
     freshness_hours: float = 24.0  # no new sealed file for longer than this is a warning
     memory_gb: float = 2.0  # what a run may use at most, engines included
+    # The runtime's: the payment provider's webhook secret ("": a new one at each start), and
+    # account creations per client address and failed sign-ins per login and address a minute.
+    webhook_secret: str = field(default="", repr=False)
+    signups_per_minute: int = 20
+    failed_sign_ins_per_minute: int = 10
 
     @property
     def telemetry(self) -> Path:
@@ -120,9 +128,9 @@ DEFAULTS = Settings()
 def _typed(name: str, value: str) -> object:
     """The value of a text setting, or a one-line error naming its variable."""
     where = f"{ENV[name]}={value!r}"
-    if name == "batch_mb":
+    if name in ("batch_mb", "signups_per_minute", "failed_sign_ins_per_minute"):
         if not value.isdigit() or int(value) < 1:
-            raise SettingsError(f"{where}: give a whole number of megabytes, at least 1")
+            raise SettingsError(f"{where}: give a whole number, at least 1")
         return int(value)
     if name == "memory_gb":
         try:
@@ -140,6 +148,11 @@ def _typed(name: str, value: str) -> object:
         if not hours > 0:
             raise SettingsError(f"{where}: give a positive number of hours")
         return hours
+    if name == "webhook_secret":
+        where = ENV[name]  # never the secret itself in a message
+        if not value.startswith("whsec_") or len(value) < 24:
+            raise SettingsError(f"{where}: give a secret of the form whsec_..., 24 chars or more")
+        return value
     if name == "warehouse":
         return value
     return Path(value)

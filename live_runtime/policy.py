@@ -7,7 +7,9 @@ rate is an integer in basis points so every amount stays an exact integer of min
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from telemetry.events import CHANNELS, CURRENCIES
@@ -41,6 +43,13 @@ class ChannelFees:
 
 
 @dataclass(frozen=True)
+class GiftSplit:
+    platform_fee: int
+    shares: dict[str, int]  # credited now, in minor units
+    carries: dict[str, Fraction]  # what each host is owed beyond that, carried to its next gift
+
+
+@dataclass(frozen=True)
 class Quality:
     bitrate_bps: int
     renditions: int
@@ -66,20 +75,33 @@ class Policy:
     relay_when_hosts_at_least: int
     qualities: dict[str, Quality]
 
-    def split_gift(self, value_minor: int, weights: dict[str, int]) -> tuple[int, dict[str, int]]:
-        """(platform fee, share per host) of a gift; the parts add up to the value exactly.
+    @property
+    def creator_rate(self) -> Fraction:
+        """The share of a gift's value that goes to its hosts together."""
+        return Fraction(BPS - self.gift_platform_fee_bps, BPS)
 
-        The hosts' part is divided in proportion to `weights` (rounded down), and the
-        leftover minor units go to the hosts in the order given, so the owner comes first.
+    def split_gift(
+        self, value_minor: int, weights: Mapping[str, int], carries: Mapping[str, Fraction]
+    ) -> GiftSplit:
+        """A gift's value split exactly between the hosts and the platform.
+
+        Each host is owed `creator_rate x value x weight / total weight`, a fraction of a minor
+        unit in general. Added to the fraction the host carries from earlier gifts, the whole
+        units are credited now and the rest is carried on. So over any sequence of gifts a
+        host's earnings are the floor of what the rate gives: never more, less by under one
+        minor unit. The platform fee is the rest of the value, so the parts add up exactly.
         """
-        fee = value_minor * self.gift_platform_fee_bps // BPS
-        rest = value_minor - fee
         total = sum(weights.values())
-        shares = {host: rest * w // total for host, w in weights.items()}
-        leftover = rest - sum(shares.values())
-        for host in list(shares)[:leftover]:
-            shares[host] += 1
-        return fee, shares
+        owed = {h: carries.get(h, Fraction(0)) + self.creator_rate * value_minor * w / total
+                for h, w in weights.items()}  # fmt: skip
+        shares = {h: int(o) for h, o in owed.items()}  # o >= 0, so int() is the floor
+        for host in reversed(list(shares)):  # small gifts to many hosts: never a negative fee
+            excess = sum(shares.values()) - value_minor
+            if excess <= 0:
+                break
+            shares[host] -= min(excess, shares[host])
+        carried = {h: owed[h] - shares[h] for h in owed}
+        return GiftSplit(value_minor - sum(shares.values()), shares, carried)
 
     def order_fees(self, gross_minor: int) -> tuple[int, int]:
         """(payment_fee, commission) of a paid order; the creator nets the rest."""
@@ -91,8 +113,11 @@ class Policy:
         return payment, commission
 
 
-def load_policy(path: Path | str | None = None) -> Policy:
-    """Reads and checks a policy file (the shipped default when `path` is None)."""
+def load_policy(path: Path | str | None = None, allow_unprofitable_packs: bool = False) -> Policy:
+    """Reads and checks a policy file (the shipped default when `path` is None).
+
+    A pack that nets the platform less per coin than creators are paid per gifted coin loses
+    money on every coin sold; it is refused unless `allow_unprofitable_packs` (experiments)."""
     path = Path(path) if path else DEFAULT_POLICY
     try:
         raw = tomllib.loads(path.read_text())
@@ -105,7 +130,29 @@ def load_policy(path: Path | str | None = None) -> Policy:
     except (KeyError, TypeError, ValueError) as exc:
         raise PolicyError(f"policy file {path}: {exc!r}") from exc
     _check(policy, path)
+    if not allow_unprofitable_packs and (losing := unprofitable_packs(policy)):
+        raise PolicyError(
+            f"policy file {path}: these packs net the platform less per coin than creators "
+            f"are paid per coin ({policy.creator_rate * policy.coin_value_minor} minor units): "
+            + "; ".join(losing)
+            + " (pass --allow-unprofitable-packs to run it anyway)"
+        )
     return policy
+
+
+def unprofitable_packs(policy: Policy) -> list[str]:
+    """Each (pack, channel) whose price after fees is below what its coins pay creators."""
+    paid_per_coin = policy.creator_rate * policy.coin_value_minor
+    losing = []
+    for coins, price in sorted(policy.coin_packs.items()):
+        for channel, fees in sorted(policy.channels.items()):
+            net = price - sum(fees.fees(price))
+            if Fraction(net, coins) < paid_per_coin:
+                losing.append(
+                    f"{coins} coins for {price} on {channel} nets {net} "
+                    f"({float(Fraction(net, coins)):.4f} per coin)"
+                )
+    return losing
 
 
 def _parse(raw: dict) -> Policy:

@@ -174,11 +174,20 @@ SELECT creator_id, session_id, toDateTime64(toStartOfHour(ts), 6, 'UTC') AS hour
   minIfOrNull(ts, is_earning) AS first_earning_at
 FROM parts GROUP BY creator_id, session_id, hour, currency"""
 
+# A refunded purchase's store fee comes back from the store on the refund's day; the card
+# processor keeps its fee.
 PURCHASES = f"""
-SELECT toDate(occurred_at) AS day, currency, count() AS purchases,
-  toDecimal128(sum(payment_fee_minor), 0) AS payment_fee_minor,
-  toDecimal128(sum(store_fee_minor), 0) AS store_fee_minor
-FROM {raw_table("coins_purchased")} WHERE {_within("occurred_at")} GROUP BY day, currency"""
+SELECT day, currency, toUInt64(sum(n)) AS purchases,
+  toDecimal128(sum(payment_fee), 0) AS payment_fee_minor,
+  toDecimal128(sum(store_fee), 0) AS store_fee_minor
+FROM (
+  SELECT toDate(occurred_at) AS day, currency, 1 AS n, toInt128(payment_fee_minor) AS payment_fee,
+    toInt128(store_fee_minor) AS store_fee
+  FROM {raw_table("coins_purchased")} WHERE {_within("occurred_at")}
+  UNION ALL
+  SELECT toDate(occurred_at), currency, 0, toInt128(0), -toInt128(store_fee_returned_minor)
+  FROM {raw_table("coins_refunded")} WHERE {_within("occurred_at")})
+GROUP BY day, currency"""
 
 FAILURES = f"""
 SELECT day, count() AS failed FROM (

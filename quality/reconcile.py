@@ -22,6 +22,8 @@ from warehouse.raw_tables import raw_table
 METRICS = (
     "coin_purchases",
     "coin_purchase_amount",
+    "coin_refunds",
+    "coin_refund_amount",
     "gifts",
     "gift_value",
     "orders",
@@ -39,6 +41,7 @@ CREATORS = books.earnings("")  # every creator's earnings account starts with th
 EARNING_KINDS = ("gift", "order", "refund")
 LEDGER_COUNTS = {
     "coin_purchases": "purchase",
+    "coin_refunds": "coin_refund",
     "gifts": "gift",
     "orders": "order",
     "refunds": "refund",
@@ -47,6 +50,7 @@ LEDGER_COUNTS = {
 LEDGER_SUMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {
     # metric: (movement kinds, accounts, sign)
     "coin_purchase_amount": (("purchase",), (books.PAYMENTS,), -1),
+    "coin_refund_amount": (("coin_refund",), (books.PAYMENTS,), 1),
     "gift_value": (("gift",), (books.GIFT_FUNDING,), -1),
     "order_gross": (("order",), (books.PAYMENTS,), -1),
     "refund_amount": (("refund",), (books.PAYMENTS,), 1),
@@ -102,12 +106,24 @@ WAREHOUSE_QUERIES: list[tuple[str, tuple[tuple[str, int], ...]]] = [
         ),
     ),
     (
+        f"SELECT toString(toDate(occurred_at)) AS day, count(), sum(refund_minor) "
+        f"FROM {raw_table('coins_refunded')} WHERE {_SOURCES} GROUP BY day",
+        (("coin_refunds", 1), ("coin_refund_amount", 1)),
+    ),
+    (
         f"SELECT toString(toDate(occurred_at)) AS day, count(), sum(amount_minor) "
         f"FROM {raw_table('payout_issued')} WHERE {_SOURCES} GROUP BY day",
         (("payouts", 1), ("payout_amount", 1)),
     ),
 ]
-MONEY_EVENTS = ("coins_purchased", "gift_sent", "order_paid", "order_refunded", "payout_issued")
+MONEY_EVENTS = (
+    "coins_purchased",
+    "coins_refunded",
+    "gift_sent",
+    "order_paid",
+    "order_refunded",
+    "payout_issued",
+)
 RAW_TABLES = tuple(raw_table(t) for t in MONEY_EVENTS)
 
 Totals = dict[tuple[str, str], int]  # (day, metric) -> exact integer

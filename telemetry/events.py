@@ -48,6 +48,7 @@ ENVELOPE: tuple[Field, ...] = (
 
 CHANNELS = _enum("web", "ios", "android")
 SESSION_END_REASONS = _enum("host_ended", "timeout", "error")
+REVERSAL_REASONS = _enum("refund", "dispute")  # the payment provider's refund, a chargeback
 GIFT_FAILURE_REASONS = _enum(
     "insufficient_balance", "session_closed", "rejected", "internal_error", "timeout"
 )
@@ -87,6 +88,16 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("channel", "string", CHANNELS),
         Field("payment_fee_minor", "int"),
         Field("store_fee_minor", "int"),
+    ),
+    "coins_refunded": (
+        Field("purchase_id", "string"),
+        Field("user_id", "string"),
+        Field("refund_minor", "int"),
+        Field("currency", "string"),
+        Field("channel", "string", CHANNELS),
+        Field("store_fee_returned_minor", "int"),
+        Field("coins_taken_back", "int"),
+        Field("reason", "string", REVERSAL_REASONS),
     ),
     "gift_sent": (
         Field("gift_id", "string"),

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -32,6 +33,13 @@ import httpx
 # The first line `creator-econ runtime serve` prints (creator_econ/cli.py, `_serve`).
 ADDRESS_LINE = re.compile(r"^runtime on (http://\S+) \(API description at /openapi\.json\)")
 T = TypeVar("T")
+# Every test creates its accounts from 127.0.0.1, many a minute, so test servers lift the
+# per-address limits (live_runtime/server/auth.py); None in `env` removes a variable, so
+# `env=SHIPPED_LIMITS` runs a server with the shipped limits.
+SIGNUPS_ENV = "CREATOR_ECON_SIGNUPS_PER_MINUTE"
+FAILED_SIGN_INS_ENV = "CREATOR_ECON_FAILED_SIGN_INS_PER_MINUTE"
+TEST_LIMITS: dict[str, str | None] = {SIGNUPS_ENV: "1000000", FAILED_SIGN_INS_ENV: "1000000"}
+SHIPPED_LIMITS: dict[str, str | None] = {SIGNUPS_ENV: None, FAILED_SIGN_INS_ENV: None}
 
 
 class ServerFailed(RuntimeError):
@@ -61,6 +69,7 @@ class RuntimeProcess:
     root: Path
     extra_args: list[str] = field(default_factory=list)
     cwd: Path | None = None
+    env: dict[str, str | None] = field(default_factory=lambda: dict(TEST_LIMITS))
     url: str = ""  # known once start() has read the server's first line
     process: subprocess.Popen | None = None
     _copier: threading.Thread | None = None
@@ -95,8 +104,13 @@ class RuntimeProcess:
             *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:  # the child keeps its own descriptor for stderr
+            env = {**os.environ, **self.env}
             self.process = subprocess.Popen(
-                command, cwd=self.cwd, stdout=subprocess.PIPE, stderr=log
+                command,
+                cwd=self.cwd,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env={k: v for k, v in env.items() if v is not None},
             )
         first: queue.Queue[bytes | None] = queue.Queue()
         self._copier = threading.Thread(
@@ -182,9 +196,11 @@ class Api:
         self.http = httpx.Client(base_url=url, timeout=30)
 
     def account(self, kind: str) -> dict:
-        response = self.http.post("/v1/accounts", json={"kind": kind})
+        """A new account, with its `login` and `password` beside what the server answered."""
+        credentials = new_credentials(kind)
+        response = self.http.post("/v1/accounts", json={"kind": kind, **credentials})
         assert response.status_code == 201, response.text
-        return response.json()
+        return {**response.json(), **credentials}
 
     def call(
         self, method: str, path: str, who: dict | None = None, key: str | None = None, **kw
@@ -195,6 +211,33 @@ class Api:
         if key is not None:
             headers["Idempotency-Key"] = key
         return self.http.request(method, path, headers=headers, **kw)
+
+    def pay(self, pending: dict, action: str = "confirm") -> httpx.Response:
+        """What a payer does at the sandbox provider with a pending payment's client secret:
+        `confirm` (or `decline`, `refund`, `dispute`); it answers once the runtime has applied
+        the provider's signed notification."""
+        return self.http.post(
+            f"/sandbox/v1/payment_intents/{pending['payment_id']}/{action}",
+            json={"client_secret": pending["client_secret"]},
+        )
+
+    def buy(self, user: dict, coins: int, channel: str = "web", key: str | None = None) -> dict:
+        """A coin purchase, paid: asked for (a pending payment), then confirmed."""
+        pending = self.call(
+            "POST", "/v1/wallet/purchases", user, key or f"buy-{uuid.uuid4().hex}",
+            json={"coins": coins, "channel": channel},
+        )  # fmt: skip
+        assert pending.status_code == 202, pending.text
+        paid = self.pay(pending.json())
+        assert paid.status_code == 200 and paid.json()["notification"]["outcome"] == "applied", (
+            paid.text
+        )
+        return pending.json()
+
+
+def new_credentials(kind: str) -> dict[str, str]:
+    """A login no other account has, and a password of the allowed length (12 to 128)."""
+    return {"login": f"{kind}-{uuid.uuid4().hex[:20]}", "password": uuid.uuid4().hex}
 
 
 def unrelayed(db: Path) -> int:

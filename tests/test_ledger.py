@@ -12,14 +12,17 @@ import json
 import sqlite3
 import threading
 from contextlib import closing
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from live_runtime.ledger import accounts, books, sessions, wallets
+from live_runtime.ledger import accounts, books, payments, sessions, wallets
 from live_runtime.ledger.writer import Idempotency, LedgerWriter
-from live_runtime.policy import load_policy
+from live_runtime.policy import DEFAULT_POLICY, PolicyError, load_policy
 from live_runtime.relay import OutboxRelay, recover
 from telemetry.files import list_sealed
 
@@ -41,11 +44,22 @@ def _account(writer: LedgerWriter, kind: str) -> str:
     ).body["id"]
 
 
+def _paid_purchase(user: str, coins: int, channel: str):
+    """One operation: a coin purchase and the provider's confirmation of its payment."""
+
+    def operation(tx):
+        _, pending = payments.open_purchase(tx, POLICY, user, coins, channel)
+        charge = {"id": pending["payment_id"], "amount": pending["amount_minor"], "currency": "usd"}
+        event = {"id": f"evt_{pending['payment_id']}", "type": "payment_intent.succeeded",
+                 "data": {"object": charge}}  # fmt: skip
+        assert payments.apply_notification(tx, POLICY, event)[1]["outcome"] == "applied"
+        return 201, pending
+
+    return operation
+
+
 def _buy(writer: LedgerWriter, user: str, coins: int = 700) -> None:
-    outcome = writer.run_now(
-        partial(wallets.purchase_coins, policy=POLICY, user_id=user, coins=coins, channel="web")
-    )
-    assert outcome.status == 201
+    assert writer.run_now(_paid_purchase(user, coins, "web")).status == 201
 
 
 def _balances(db: Path) -> dict[str, int]:
@@ -53,21 +67,79 @@ def _balances(db: Path) -> dict[str, int]:
         return dict(conn.execute("SELECT id, balance FROM accounts"))
 
 
+def _split(value: int, weights: dict[str, int], carries=None) -> tuple[int, dict[str, int]]:
+    split = POLICY.split_gift(value, weights, carries or {})
+    return split.platform_fee, split.shares
+
+
 def test_split_adds_up_and_follows_weights():
     for value in (1, 2, 3, 101, 999_999):
-        fee, shares = POLICY.split_gift(value, {"a": 1, "b": 1, "c": 1})
+        fee, shares = _split(value, {"a": 1, "b": 1, "c": 1})
         assert fee + sum(shares.values()) == value
         assert max(shares.values()) - min(shares.values()) <= 1
-        assert shares["a"] >= shares["b"] >= shares["c"]  # leftover goes to the owner first
-    # Platform fee 5000 bps = 50%. 1,000: fee 500, rest 500; 3 : 1 -> 375 and 125.
-    assert POLICY.split_gift(1000, {"a": 3, "b": 1}) == (500, {"a": 375, "b": 125})
-    # 101: fee 50.5 is ROUNDED DOWN to 50 (policy_default.toml says rates round half up; the
-    # gift fee does not); rest 51 between three: 17 each.
-    assert POLICY.split_gift(101, {"a": 1, "b": 1, "c": 1}) == (50, {"a": 17, "b": 17, "c": 17})
-    # 3: fee 1.5 -> 1; rest 2 between three: 0 each, the 2 left over one each to a, then b.
-    assert POLICY.split_gift(3, {"a": 1, "b": 1, "c": 1}) == (1, {"a": 1, "b": 1, "c": 0})
-    # 1: fee 0.5 -> 0; the whole unit to the first host.
-    assert POLICY.split_gift(1, {"a": 1, "b": 1}) == (0, {"a": 1, "b": 0})
+    # Creators get 50% (platform fee 5000 bps). 1,000: 500 for the hosts; 3 : 1 -> 375 and 125.
+    assert _split(1000, {"a": 3, "b": 1}) == (500, {"a": 375, "b": 125})
+    # 101: the hosts are owed 50.5, 50.5 / 3 = 16.83 each: 16 now, 0.83 carried; fee 101 - 48.
+    assert _split(101, {"a": 1, "b": 1, "c": 1}) == (53, {"a": 16, "b": 16, "c": 16})
+    # 1: the single host is owed half a unit: nothing now, the whole unit to the platform.
+    assert _split(1, {"a": 1}) == (1, {"a": 0})
+
+
+def test_fractions_are_carried_so_earnings_never_exceed_the_rate():
+    """70 one-coin gifts (one 70-coin web pack) earn the creator 35, as one 70-coin gift does:
+    the half unit of each gift is carried and credited every second gift."""
+    carries, earned, shares = {}, 0, []
+    for _ in range(70):
+        split = POLICY.split_gift(1, {"a": 1}, carries)
+        carries = split.carries
+        shares.append(split.shares["a"])
+        earned += split.shares["a"]
+    assert earned == 35 == _split(70, {"a": 1})[1]["a"]
+    assert shares[:4] == [0, 1, 0, 1]
+    assert carries == {"a": 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 10_000),  # gift value
+            st.lists(st.integers(1, 7), min_size=1, max_size=4),  # weights of hosts h0..h3
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_over_any_gifts_earnings_are_the_rate_less_under_one_unit(gifts):
+    """Each host's earnings lie in (owed - 1, owed], owed = sum of value / 2 x weight / total,
+    worked out here with exact fractions; value = shares + fee on every gift, fee >= 0."""
+    carries: dict = {}
+    earned: dict[str, int] = {}
+    owed: dict[str, Fraction] = {}
+    for value, weights in gifts:
+        hosts = {f"h{i}": w for i, w in enumerate(weights)}
+        split = POLICY.split_gift(value, hosts, carries)
+        carries = {**carries, **split.carries}
+        assert split.platform_fee >= 0 and min(split.shares.values()) >= 0
+        assert split.platform_fee + sum(split.shares.values()) == value
+        for host, weight in hosts.items():
+            earned[host] = earned.get(host, 0) + split.shares[host]
+            owed[host] = owed.get(host, Fraction(0)) + Fraction(value, 2) * weight / sum(weights)
+    for host in owed:
+        assert owed[host] - 1 < earned[host] <= owed[host]
+
+
+def test_a_policy_whose_pack_loses_money_per_coin_is_refused(tmp_path: Path):
+    """A 100-coin pack for 60 on web nets 60 - (2.9% of 60 = 1.74 -> 2) - 30 = 28, 0.28 per
+    coin, against 0.5 per coin paid to creators: refused, naming the pack and the channel."""
+    text = DEFAULT_POLICY.read_text().replace(
+        "{ coins = 70, price_minor = 99 },", "{ coins = 100, price_minor = 60 },"
+    )
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match=r"100 coins for 60 on web nets 28 \(0\.2800 per coin\)"):
+        load_policy(path)
+    assert load_policy(path, allow_unprofitable_packs=True).coin_packs[100] == 60
 
 
 def test_fees_never_exceed_the_amount():
@@ -140,7 +212,7 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
 def test_idempotency_key_replays_and_rejects_a_different_request(tmp_path, writer):
     user = _account(writer, "user")
     key = Idempotency(user, "k-1", "hash-a")
-    buy = partial(wallets.purchase_coins, policy=POLICY, user_id=user, coins=70, channel="ios")
+    buy = _paid_purchase(user, 70, "ios")
     results = []
     threads = [
         threading.Thread(target=lambda: results.append(writer.submit(buy, key).result()))
@@ -227,7 +299,7 @@ def test_the_database_refuses_an_overdraft_the_code_did_not_check(
     other = _account(writer, "user")
     commits = writer.commits
     held = writer.submit(blocker)
-    buy = partial(wallets.purchase_coins, policy=POLICY, user_id=other, coins=70, channel="web")
+    buy = _paid_purchase(other, 70, "web")
     first = writer.submit(buy)
     refused = writer.submit(_overdraft(account, counter, amount, user))
     last = writer.submit(buy)

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
-from runtime_server import Api, RuntimeProcess, wait_for
+from runtime_server import Api, RuntimeProcess, new_credentials, wait_for
 from telemetry_files import read_lines, telemetry_files
 
 CRASH_TRIALS = int(os.environ.get("CREATOR_ECON_CRASH_TRIALS", "3"))
@@ -302,7 +302,7 @@ async def _bank_run(url: str, rng: random.Random) -> BankRun:
     limits = httpx.Limits(max_connections=IN_FLIGHT + 8, max_keepalive_connections=IN_FLIGHT + 8)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         accounts = [
-            (await http.post("/v1/accounts", json={"kind": k})).json()
+            (await http.post("/v1/accounts", json={"kind": k, **new_credentials(k)})).json()
             for k in ["creator"] * 4 + ["user"] * 20
         ]
         creators, users = accounts[:4], {a["id"]: a for a in accounts[4:]}

@@ -221,15 +221,15 @@ def test_gifts_hosts_pins_and_the_end_are_pushed(live: Live):
         assert receive(socket_) == {"type": "hosts", "creator_ids": [owner["id"], cohost["id"]]}
         gift_path = f"/v1/sessions/{session}/gifts"
         gift = ok(api.call("POST", gift_path, fan, "gift", json={"coins": 101}), 201)
-        # 101 coins at coin_value_minor 1 = 101; the platform's 5000 bps = 50.5, rounded down
-        # -> 50; rest 51 between two equal hosts: 25 each, the leftover 1 to the owner.
+        # 101 coins at coin_value_minor 1 = 101; the two equal hosts are owed 50% of it, 25.25
+        # each: 25 credited, 0.25 carried; the platform keeps 101 - 50 = 51.
         splits = [
-            {"creator_id": owner["id"], "share_minor": 26},
+            {"creator_id": owner["id"], "share_minor": 25},
             {"creator_id": cohost["id"], "share_minor": 25},
         ]
         assert (gift["value_minor"], gift["platform_fee_minor"], gift["splits"]) == (
             101,
-            50,
+            51,
             splits,
         )
         assert receive(socket_) == {
@@ -239,7 +239,7 @@ def test_gifts_hosts_pins_and_the_end_are_pushed(live: Live):
             "coins": 101,
             "value_minor": 101,
             "splits": splits,
-            "platform_fee_minor": 50,
+            "platform_fee_minor": 51,
         }
         replay = api.call("POST", gift_path, fan, "gift", json={"coins": 101})
         assert replay.headers["idempotent-replayed"] == "true"  # and pushes nothing:

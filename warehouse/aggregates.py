@@ -17,6 +17,7 @@ DAY_TABLES = {
     "media_usage": "interval_start",
     "gift_sent": "occurred_at",
     "coins_purchased": "occurred_at",
+    "coins_refunded": "occurred_at",
     "gift_failed": "occurred_at",
     "checkout_failed": "occurred_at",
 }

@@ -60,6 +60,11 @@ def earnings(creator_id: str) -> str:
     return f"creator:{creator_id}"
 
 
+def owed(creator_id: str) -> str:
+    """What a creator owes after a clawback their balance could not cover; never above 0."""
+    return f"creator:{creator_id}:owed"
+
+
 def time_ordered_uuid() -> uuid.UUID:
     """A version-7 UUID: millisecond time first, then randomness (RFC 9562).
 

@@ -1,4 +1,6 @@
-"""Creator-led selling: products, pinning one in a live, checkout, refunds and payouts."""
+"""Creator-led selling: products, pinning one in a live, refund requests and payouts.
+
+Checkout and the money of orders and refunds are payments (payments.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ def create_product(tx: Tx, policy: Policy, creator_id: str, name: str, price: in
         "VALUES (?, ?, ?, ?, ?, ?)",
         (product_id, creator_id, name, price, policy.currency, tx.occurred_at),
     )
-    return 201, _product(tx, product_id)
+    return 201, product(tx, product_id)
 
 
-def _product(tx: Tx, product_id: str) -> dict[str, Any]:
+def product(tx: Tx, product_id: str) -> dict[str, Any]:
     row = tx.one(
         "SELECT creator_id, name, price_minor, currency FROM products WHERE id = ?", (product_id,)
     )
@@ -42,135 +44,36 @@ def list_products(tx: Tx, creator_id: str) -> Result:
     ids = tx.conn.execute(
         "SELECT id FROM products WHERE creator_id = ? ORDER BY created_at, id", (creator_id,)
     )
-    return 200, {"products": [_product(tx, i) for (i,) in ids.fetchall()]}
+    return 200, {"products": [product(tx, i) for (i,) in ids.fetchall()]}
 
 
 def pin_product(tx: Tx, creator_id: str, session_id: str, product_id: str) -> Result:
     owned_session(tx, session_id, creator_id)
-    product = _product(tx, product_id)
-    if product["creator_id"] != creator_id:
+    pinned = product(tx, product_id)
+    if pinned["creator_id"] != creator_id:
         raise Refused(403, "forbidden", f"product {product_id} belongs to another creator")
     tx.conn.execute(
         "UPDATE sessions SET pinned_product_id = ? WHERE id = ?", (product_id, session_id)
     )
-    tx.push(session_id, {"type": "pinned", "product": product})
+    tx.push(session_id, {"type": "pinned", "product": pinned})
     return 200, session_view(tx, session_id)
 
 
-def checkout(
-    tx: Tx,
-    policy: Policy,
-    buyer_id: str,
-    product_id: str,
-    quantity: int,
-    session_id: str | None,
-) -> Result:
-    order_id = new_id("o")
-    product = _product(tx, product_id)
-    creator_id = product["creator_id"]
-
-    def failed(status: int, code: str, message: str) -> Refused:
-        event = None
-        if session_id is not None:
-            fields = dict(order_id=order_id, session_id=session_id, creator_id=creator_id)
-            event = ("checkout_failed", fields | {"reason": code})
-        return Refused(status, code, message, event)
-
-    if not 0 < quantity <= policy.max_quantity:
-        raise failed(422, "out_of_range", f"quantity must be 1 to {policy.max_quantity}")
-    if session_id is not None:
-        session = tx.one("SELECT owner_id, status FROM sessions WHERE id = ?", (session_id,))
-        if session is None:
-            raise Refused(404, "not_found", f"no session {session_id}")
-        if session[1] != "live":
-            raise failed(409, "session_closed", f"session {session_id} has ended")
-    gross = product["price_minor"] * quantity
-    payment_fee, commission = policy.order_fees(gross)
-    net = gross - payment_fee - commission
-    tx.conn.execute(
-        "INSERT INTO orders (id, buyer_id, creator_id, product_id, session_id, quantity, "
-        "gross_minor, payment_fee_minor, commission_minor, creator_net_minor, status) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'paid')",
-        (
-            order_id,
-            buyer_id,
-            creator_id,
-            product_id,
-            session_id,
-            quantity,
-            gross,
-            payment_fee,
-            commission,
-            net,
-        ),
-    )
-    tx.move(
-        order_id,
-        "order",
-        buyer_id,
-        {
-            books.PAYMENTS: -gross,
-            books.PROCESSOR_FEES: payment_fee,
-            books.COMMISSION: commission,
-            books.earnings(creator_id): net,
-        },
-    )
-    order = {
-        "order_id": order_id,
-        "session_id": session_id,
-        "creator_id": creator_id,
-        "product_id": product_id,
-        "quantity": quantity,
-        "gross_minor": gross,
-        "currency": policy.currency,
-        "payment_fee_minor": payment_fee,
-        "commission_minor": commission,
-        "creator_net_minor": net,
-    }
-    tx.emit("order_paid", order_id, **order)
-    return 201, order | {"status": "paid"}
-
-
-def refund_order(tx: Tx, creator_id: str, order_id: str, reason: str) -> Result:
-    row = tx.one(
-        "SELECT creator_id, status, gross_minor, payment_fee_minor, commission_minor, "
-        "creator_net_minor FROM orders WHERE id = ?",
-        (order_id,),
-    )
+def refundable_payment(tx: Tx, creator_id: str, order_id: str) -> Result:
+    """The payment a seller's refund of `order_id` asks the provider to return to the buyer."""
+    row = tx.one("SELECT creator_id, status FROM orders WHERE id = ?", (order_id,))
     if row is None:
         raise Refused(404, "not_found", f"no order {order_id}")
-    seller, status, gross, payment_fee, commission, net = row
+    seller, status = row
     if seller != creator_id:
         raise Refused(403, "forbidden", f"order {order_id} was sold by another creator")
     if status == "refunded":
         raise Refused(409, "already_refunded", f"order {order_id} is already refunded")
-    (balance,) = tx.one("SELECT balance FROM accounts WHERE id = ?", (books.earnings(seller),))
-    if balance < net:
-        raise Refused(
-            409,
-            "insufficient_balance",
-            f"the refund takes back {net} from a balance of {balance} (already paid out)",
-        )
-    refund_id = new_id("rf")
-    tx.conn.execute("UPDATE orders SET status = 'refunded' WHERE id = ?", (order_id,))
-    tx.move(
-        refund_id,
-        "refund",
-        creator_id,
-        {
-            books.PAYMENTS: gross,
-            books.earnings(seller): -net,
-            books.COMMISSION: -commission,
-            books.REFUND_COSTS: -payment_fee,
-        },
+    payment_id, amount, currency = tx.one(
+        "SELECT id, amount_minor, currency FROM payments WHERE kind = 'order' AND reference = ?",
+        (order_id,),
     )
-    tx.emit("order_refunded", refund_id, order_id=order_id, refund_minor=gross, reason=reason)
-    return 200, {
-        "order_id": order_id,
-        "refund_id": refund_id,
-        "refund_minor": gross,
-        "status": "refunded",
-    }
+    return 200, {"payment_id": payment_id, "amount_minor": amount, "currency": currency}
 
 
 def payout(tx: Tx, policy: Policy, creator_id: str) -> Result:

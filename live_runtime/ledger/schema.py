@@ -22,6 +22,11 @@ TABLES = {
         principal_id TEXT NOT NULL REFERENCES principals (id),
         expires_at DOUBLE PRECISION NOT NULL,  -- unix seconds
         created_at TEXT NOT NULL""",
+    "credentials": """
+        principal_id TEXT PRIMARY KEY REFERENCES principals (id),
+        login TEXT NOT NULL UNIQUE,     -- lower case, 3 to 64 of [a-z0-9._-]
+        password_hash TEXT NOT NULL,    -- argon2id PHC string; the password is never stored
+        updated_at TEXT NOT NULL""",
     "accounts": """
         id TEXT PRIMARY KEY,            -- e.g. wallet:u_1 (coins), creator:cr_1 (money)
         unit TEXT NOT NULL,             -- COIN, or an ISO 4217 currency in minor units
@@ -92,6 +97,28 @@ TABLES = {
         amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
         period_start TEXT NOT NULL,
         period_end TEXT NOT NULL""",
+    "earnings_carry": """
+        creator_id TEXT PRIMARY KEY REFERENCES principals (id),
+        owed TEXT NOT NULL              -- "n/d", a fraction of a minor unit not yet credited""",
+    "payments": """
+        id TEXT PRIMARY KEY,            -- the provider's payment intent id
+        kind TEXT NOT NULL CHECK (kind IN ('purchase', 'order')),
+        principal_id TEXT NOT NULL REFERENCES principals (id),  -- the payer
+        reference TEXT NOT NULL,        -- the purchase or order id it pays for
+        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+        currency TEXT NOT NULL,
+        details TEXT NOT NULL,          -- JSON: what the confirmation credits (coins, fees, ...)
+        client_secret_hash TEXT NOT NULL,  -- sha256 of the secret the payer confirms with
+        status TEXT NOT NULL CHECK (status IN
+            ('pending', 'succeeded', 'failed', 'refunded', 'disputed')),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL""",
+    "webhook_events": """
+        event_id TEXT PRIMARY KEY,      -- the provider's event id: each applies once
+        event_type TEXT NOT NULL,
+        payment_id TEXT,
+        outcome TEXT NOT NULL,          -- applied, no_effect or ignored
+        received_at TEXT NOT NULL""",
     "outbox": """
         seq INTEGER PRIMARY KEY,        -- commit order; the relay writes in this order
         event_id TEXT NOT NULL UNIQUE,
@@ -105,6 +132,8 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS outbox_unrelayed ON outbox (seq) WHERE relayed = 0",
     "CREATE INDEX IF NOT EXISTS movements_day ON movements (day, kind)",
     "CREATE INDEX IF NOT EXISTS tokens_principal ON tokens (principal_id)",
+    "CREATE INDEX IF NOT EXISTS payments_reference ON payments (reference)",
+    "CREATE INDEX IF NOT EXISTS tokens_expiry ON tokens (expires_at)",  # purging expired tokens
 )
 
 

@@ -1,55 +1,14 @@
-"""Coin purchases and gifts: coins into a wallet, and a gift's value split between the hosts
-present and the platform."""
+"""Gifts: a gift's value split exactly between the hosts present and the platform.
+
+Coins reach a wallet only through a confirmed payment (payments.py)."""
 
 from __future__ import annotations
 
-from live_runtime.ledger import books
+from fractions import Fraction
+
+from live_runtime.ledger import books, earnings
 from live_runtime.ledger.books import Refused, Result, Tx, new_id
 from live_runtime.policy import Policy
-
-
-def purchase_coins(tx: Tx, policy: Policy, user_id: str, coins: int, channel: str) -> Result:
-    price = policy.coin_packs.get(coins)
-    if price is None:
-        packs = ", ".join(str(c) for c in sorted(policy.coin_packs))
-        raise Refused(422, "unknown_pack", f"no coin pack of {coins} coins (packs: {packs})")
-    payment_fee, store_fee = policy.channels[channel].fees(price)
-    purchase_id = new_id("pu")
-    tx.move(
-        purchase_id,
-        "purchase",
-        user_id,
-        {
-            books.COINS_ISSUED: -coins,
-            books.wallet(user_id): coins,
-            books.PAYMENTS: -price,
-            books.PROCESSOR_FEES: payment_fee,
-            books.STORE_FEES: store_fee,
-            books.COIN_SALES: price - payment_fee - store_fee,
-        },
-    )
-    tx.emit(
-        "coins_purchased",
-        purchase_id,
-        purchase_id=purchase_id,
-        user_id=user_id,
-        coins=coins,
-        amount_minor=price,
-        currency=policy.currency,
-        channel=channel,
-        payment_fee_minor=payment_fee,
-        store_fee_minor=store_fee,
-    )
-    (balance,) = tx.one("SELECT balance FROM accounts WHERE id = ?", (books.wallet(user_id),))
-    return 201, {
-        "purchase_id": purchase_id,
-        "coins": coins,
-        "amount_minor": price,
-        "currency": policy.currency,
-        "payment_fee_minor": payment_fee,
-        "store_fee_minor": store_fee,
-        "balance_coins": balance,
-    }
 
 
 def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int) -> Result:
@@ -60,10 +19,8 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
         event[1]["reason"] = reason
         return Refused(status, code, message, event)
 
-    if not 0 < coins <= policy.max_gift_coins:
-        raise failed(
-            422, "rejected", "out_of_range", f"coins must be 1 to {policy.max_gift_coins:,}"
-        )
+    if not 0 < coins <= policy.max_gift_coins:  # bad input: refused, not a failed gift
+        raise Refused(422, "out_of_range", f"coins must be 1 to {policy.max_gift_coins:,}")
     rows = tx.conn.execute(  # the session's state and its present hosts, in one query
         "SELECT s.status, h.creator_id, h.weight FROM sessions s LEFT JOIN session_hosts h "
         "ON h.session_id = s.id AND h.present = 1 WHERE s.id = ? ORDER BY h.position",
@@ -81,9 +38,15 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
             "insufficient_balance",
             f"the wallet holds {balance} coins, the gift needs {coins}",
         )
-    hosts = [(creator, weight) for _, creator, weight in rows]
+    hosts = {creator: weight for _, creator, weight in rows}
     value = coins * policy.coin_value_minor
-    fee, shares = policy.split_gift(value, dict(hosts))
+    split = policy.split_gift(value, hosts, _carries(tx, hosts))
+    fee, shares = split.platform_fee, split.shares
+    tx.conn.executemany(
+        "INSERT INTO earnings_carry (creator_id, owed) VALUES (?, ?) "
+        "ON CONFLICT (creator_id) DO UPDATE SET owed = excluded.owed",
+        [(c, str(owed)) for c, owed in split.carries.items()],
+    )
     tx.move(
         gift_id,
         "gift",
@@ -93,7 +56,7 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
             books.COINS_ISSUED: coins,
             books.GIFT_FUNDING: -value,
             books.GIFT_FEES: fee,
-            **{books.earnings(c): s for c, s in shares.items()},
+            **_credits(tx, shares),
         },
     )
     splits = [{"creator_id": c, "share_minor": s} for c, s in shares.items()]
@@ -130,3 +93,19 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
         "platform_fee_minor": fee,
         "balance_coins": balance - coins,
     }
+
+
+def _carries(tx: Tx, hosts: dict[str, int]) -> dict[str, Fraction]:
+    """What each host is owed beyond their balance: fractions of a minor unit from past gifts."""
+    marks = ", ".join("?" * len(hosts))
+    rows = tx.conn.execute(
+        f"SELECT creator_id, owed FROM earnings_carry WHERE creator_id IN ({marks})", list(hosts)
+    )
+    return {creator: Fraction(owed) for creator, owed in rows}
+
+
+def _credits(tx: Tx, shares: dict[str, int]) -> dict[str, int]:
+    postings: dict[str, int] = {}
+    for creator, share in shares.items():
+        postings.update(earnings.credit(tx, creator, share))
+    return postings

@@ -1,13 +1,13 @@
-"""Creator-led selling: products, checkout, refunds and payouts."""
+"""Creator-led selling: products, checkout (a pending payment), refunds and payouts."""
 
 from __future__ import annotations
 
 from functools import partial
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from live_runtime.ledger import commerce
+from live_runtime.ledger import commerce, payments
 from live_runtime.server import inputs
 from live_runtime.server.context import caller, idempotent_body, runtime_of
 
@@ -37,7 +37,7 @@ async def order(request: Request) -> Response:
     body, key = await idempotent_body(request, user)
     return await runtime.run(
         partial(
-            commerce.checkout,
+            payments.open_order,
             policy=runtime.policy,
             buyer_id=user.id,
             product_id=inputs.text(body, "product_id"),
@@ -49,15 +49,25 @@ async def order(request: Request) -> Response:
 
 
 async def refund(request: Request) -> Response:
+    """The seller's refund: the provider returns the buyer's money and its notification
+    reverses the order (with the sandbox, before this answers)."""
     runtime, creator = runtime_of(request), caller(request, "creator")
-    body, _ = await inputs.json_body(request)
-    return await runtime.run(
-        partial(
-            commerce.refund_order,
-            creator_id=creator.id,
-            order_id=request.path_params["order_id"],
-            reason=inputs.text(body, "reason", default="requested_by_seller"),
-        )
+    order_id = request.path_params["order_id"]
+    found = await runtime.writer.run(
+        partial(commerce.refundable_payment, creator_id=creator.id, order_id=order_id)
+    )
+    if found.status != 200:
+        return runtime.respond(found)
+    delivered = await runtime.payments.notify(payments.REFUNDED, found.body)
+    if delivered.status_code != 200:
+        return JSONResponse(delivered.json(), delivered.status_code)
+    return JSONResponse(
+        {
+            "order_id": order_id,
+            "payment_id": found.body["payment_id"],
+            "refund_minor": found.body["amount_minor"],
+            "status": "refunded",
+        }  # fmt: skip
     )
 
 

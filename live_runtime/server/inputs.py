@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +12,12 @@ from starlette.requests import Request
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT = 200
 INT64_MAX = 2**63 - 1
+MAX_DEPTH = 32  # arrays and objects inside one another; the body itself is depth 1
+# Digits of one integer literal. Past it the body is malformed (400); a shorter integer outside
+# a field's range is out_of_range (422). An int64 has 19 digits: the margin keeps 10**30 a
+# range error, and Python's own cap on int(str), 4,300 digits, is never reached.
+MAX_INT_DIGITS = 40
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # only a lone one: json joins a pair
 
 
 class BadRequest(Exception):
@@ -19,27 +26,68 @@ class BadRequest(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-async def json_body(request: Request) -> tuple[dict[str, Any], bytes]:
-    """The request's JSON object and its raw bytes; 413 past MAX_BODY_BYTES, 400 if not JSON."""
+async def raw_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request's bytes; 413 past `limit`, whatever Content-Length claims."""
+    too_large = BadRequest(413, "body_too_large", f"request bodies are limited to {limit}")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise BadRequest(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise BadRequest(
-                413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}"
-            )
+        if len(raw) > limit:
+            raise too_large
+    return bytes(raw)
+
+
+async def json_body(request: Request) -> tuple[dict[str, Any], bytes]:
+    """The request's JSON object and its raw bytes; 413 past MAX_BODY_BYTES, 400 if not JSON."""
+    raw = await raw_body(request)
     if not raw:
         return {}, b""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(400, "malformed_json", f"the body is not JSON: {exc}") from exc
+    body = _load(raw)
     if not isinstance(body, dict):
         raise BadRequest(400, "malformed_json", "the body must be a JSON object")
-    return body, bytes(raw)
+    return body, raw
+
+
+def _load(raw: bytes) -> Any:
+    """Strict JSON: no NaN or Infinity, integers of at most MAX_INT_DIGITS digits, at most
+    MAX_DEPTH levels, and no lone surrogate (a "\\ud800" escape) in any key or string."""
+    try:
+        value = json.loads(raw, parse_int=_integer, parse_constant=_constant)
+    except RecursionError as exc:  # far deeper than MAX_DEPTH: the parser gave up first
+        raise _malformed(f"the body nests more than {MAX_DEPTH} levels deep") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _malformed(f"the body is not JSON: {exc}") from exc
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise _malformed("the body holds a lone surrogate, which is not Unicode text")
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise _malformed(f"the body nests more than {MAX_DEPTH} levels deep")
+            if isinstance(item, dict):
+                pending += [(key, depth) for key in item]
+                item = item.values()
+            pending += [(inner, depth + 1) for inner in item]
+    return value
+
+
+def _integer(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise _malformed(f"the body has an integer of more than {MAX_INT_DIGITS} digits")
+    return int(literal)
+
+
+def _constant(literal: str) -> Any:
+    raise _malformed(f"the body is not JSON: {literal} is not a JSON number")
+
+
+def _malformed(message: str) -> BadRequest:
+    return BadRequest(400, "malformed_json", message)
 
 
 def integer(body: dict, name: str, low: int = 1, high: int = INT64_MAX) -> int:
@@ -95,5 +143,5 @@ def idempotency_key(request: Request) -> str:
 
 def request_hash(request: Request, raw: bytes) -> str:
     """What the idempotency key stands for: the route and the body, canonicalised."""
-    canonical = json.dumps(json.loads(raw) if raw else {}, sort_keys=True)  # no body = {}
+    canonical = json.dumps(_load(raw) if raw else {}, sort_keys=True)  # no body = {}
     return hashlib.sha256(f"{request.method} {request.url.path} {canonical}".encode()).hexdigest()

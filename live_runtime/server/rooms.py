@@ -2,7 +2,9 @@
 
 Viewers are connections, so they live in memory: a restart drops them, as it drops their
 sockets. Each viewer has a bounded send queue; one too slow to drain it is disconnected
-rather than slowing the room down.
+rather than slowing the room down. An account may hold a few sockets on one session (a second
+tab, a reconnect before the old socket is gone) but is one viewer: it counts once in the
+viewer count and in the metered viewer seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ from starlette.websockets import WebSocket
 
 SEND_QUEUE = 1_000
 SLOW_CONSUMER = 4008  # WebSocket close code: the viewer could not keep up
+SOCKETS_PER_ACCOUNT = 3  # open sockets one account may hold on one session
 
 
 @dataclass(eq=False)
@@ -31,14 +35,33 @@ class Viewer:
 @dataclass
 class Room:
     session_id: str
-    viewers: set[Viewer] = field(default_factory=set)
+    viewers: set[Viewer] = field(default_factory=set)  # the sockets pushed to
+    watching: Counter = field(default_factory=Counter)  # account -> its sockets in `viewers`
+    sockets: Counter = field(default_factory=Counter)  # account -> its sockets, until closed
     viewer_seconds: float = 0.0  # watched since the last usage report
     advanced_at: float = field(default_factory=time.time)
+    closed: bool = False
 
     def advance(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.viewer_seconds += len(self.viewers) * max(0.0, now - self.advanced_at)
+        self.viewer_seconds += len(self.watching) * max(0.0, now - self.advanced_at)
         self.advanced_at = now
+
+    def admit(self, user_id: str) -> bool | None:
+        """Counts a new socket of the account until `release`: None past SOCKETS_PER_ACCOUNT,
+        else whether it is the account's first (the account joins the session)."""
+        if self.sockets[user_id] >= SOCKETS_PER_ACCOUNT:
+            return None
+        self.sockets[user_id] += 1
+        return self.sockets[user_id] == 1
+
+    def release(self, user_id: str) -> bool:
+        """The end of an admitted socket: whether it was the account's last (it left)."""
+        self.sockets[user_id] -= 1
+        if self.sockets[user_id] > 0:
+            return False
+        del self.sockets[user_id]
+        return True
 
     def take_viewer_seconds(self) -> float:
         """Viewer seconds since the last report, for the next `media_usage`."""
@@ -49,10 +72,18 @@ class Room:
     def join(self, viewer: Viewer) -> None:
         self.advance()
         self.viewers.add(viewer)
+        self.watching[viewer.user_id] += 1
+        if self.closed:  # ended while this viewer connected: closed after the state (1000)
+            viewer.outbox.put_nowait(None)
 
     def leave(self, viewer: Viewer) -> None:
+        if viewer not in self.viewers:
+            return
         self.advance()
-        self.viewers.discard(viewer)
+        self.viewers.remove(viewer)
+        self.watching[viewer.user_id] -= 1
+        if self.watching[viewer.user_id] == 0:
+            del self.watching[viewer.user_id]
 
     def push(self, message: dict[str, Any]) -> None:
         text = json.dumps(message, separators=(",", ":"))
@@ -65,12 +96,14 @@ class Room:
 
     def close(self) -> None:
         """Ends the room: each viewer's socket closes once its queue is sent."""
+        self.closed = True
         for viewer in list(self.viewers):
             with contextlib.suppress(asyncio.QueueFull):
                 viewer.outbox.put_nowait(None)
 
     def viewer_count(self) -> dict[str, Any]:
-        return {"type": "viewers", "count": len(self.viewers)}
+        """The accounts watching, each once however many sockets it has open."""
+        return {"type": "viewers", "count": len(self.watching)}
 
 
 async def send_loop(viewer: Viewer) -> None:

@@ -13,7 +13,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -21,22 +23,37 @@ from starlette.routing import Route, WebSocketRoute
 from live_runtime.server import (
     account_routes,
     commerce_routes,
+    payment_routes,
     service_routes,
     session_routes,
     wallet_routes,
 )
-from live_runtime.server.inputs import BadRequest
+from live_runtime.server.inputs import MAX_TEXT, BadRequest
+from live_runtime.server.limits import REQUEST_TIMEOUT, RequestDeadline
 from live_runtime.server.live_socket import live
 from live_runtime.server.runtime import Runtime, RuntimeConfig
 
 log = logging.getLogger(__name__)
-SESSION = "/v1/sessions/{session_id}"
+
+
+class IdConvertor(StringConvertor):
+    """`{name:id}`: 1 to MAX_TEXT of A-Z a-z 0-9 _ - (what ids are made of); any other path
+    matches no route, so it is 404 before a handler, the ledger or the telemetry sees it."""
+
+    regex = f"[A-Za-z0-9_-]{{1,{MAX_TEXT}}}"
+
+
+register_url_convertor("id", IdConvertor())
+SESSION = "/v1/sessions/{session_id:id}"
 
 ROUTES = [
     Route("/v1/health", service_routes.health),
     Route("/openapi.json", service_routes.openapi),
     Route("/v1/accounts", account_routes.create_account, methods=["POST"]),
+    Route("/v1/sign-in", account_routes.sign_in, methods=["POST"]),
     Route("/v1/tokens", account_routes.create_token, methods=["POST"]),
+    Route("/v1/tokens/current", account_routes.sign_out, methods=["DELETE"]),
+    Route("/v1/tokens/revoke-all", account_routes.revoke_all, methods=["POST"]),
     Route("/v1/me", account_routes.me),
     Route("/v1/wallet/purchases", wallet_routes.purchase, methods=["POST"]),
     Route("/v1/sessions", session_routes.start_session, methods=["POST"]),
@@ -50,15 +67,23 @@ ROUTES = [
     Route(f"{SESSION}/gifts", wallet_routes.gift, methods=["POST"]),
     WebSocketRoute(f"{SESSION}/live", live),
     Route("/v1/products", commerce_routes.create_product, methods=["POST"]),
-    Route("/v1/creators/{creator_id}/products", commerce_routes.products),
+    Route("/v1/creators/{creator_id:id}/products", commerce_routes.products),
     Route("/v1/orders", commerce_routes.order, methods=["POST"]),
-    Route("/v1/orders/{order_id}/refund", commerce_routes.refund, methods=["POST"]),
+    Route("/v1/orders/{order_id:id}/refund", commerce_routes.refund, methods=["POST"]),
     Route("/v1/payouts", commerce_routes.payout, methods=["POST"]),
+    Route("/v1/payments/{payment_id:id}", payment_routes.payment),
+    Route("/v1/webhooks/payments", payment_routes.webhook, methods=["POST"]),
+    Route(
+        "/sandbox/v1/payment_intents/{payment_id:id}/{action}",
+        payment_routes.sandbox,
+        methods=["POST"],
+    ),
 ]
 
 
-def create_app(config: RuntimeConfig) -> Starlette:
-    """The app over a `Runtime` for `config`; it starts and stops with the server."""
+def create_app(config: RuntimeConfig, request_timeout: float = REQUEST_TIMEOUT) -> Starlette:
+    """The app over a `Runtime` for `config`; it starts and stops with the server. A request
+    body that takes longer than `request_timeout` seconds to arrive is answered 408."""
     runtime = Runtime(config)
 
     @contextlib.asynccontextmanager
@@ -74,9 +99,11 @@ def create_app(config: RuntimeConfig) -> Starlette:
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(RequestDeadline, seconds=request_timeout)],
         exception_handlers={BadRequest: error, HTTPException: error, Exception: error},
     )
     app.state.runtime = runtime
+    runtime.payments.app = app  # the sandbox notifies this application's webhook route
     return app
 
 

@@ -17,9 +17,11 @@ from typing import IO
 
 from starlette.responses import JSONResponse, Response
 
+from creator_econ.settings import DEFAULTS
 from live_runtime.ledger import books, sessions
 from live_runtime.ledger.schema import open_ledger
 from live_runtime.ledger.writer import Idempotency, LedgerWriter, Operation, Outcome
+from live_runtime.payments.sandbox import Sandbox, new_secret
 from live_runtime.policy import Policy, load_policy
 from live_runtime.relay import OutboxRelay
 from live_runtime.server.auth import Authenticator
@@ -37,6 +39,9 @@ class RuntimeConfig:
     group_commit: bool = True
     durable: bool = True
     max_file_age_seconds: float = 60.0
+    webhook_secret: str = field(default_factory=new_secret, repr=False)  # the provider's
+    signups_per_minute: int = DEFAULTS.signups_per_minute
+    failed_sign_ins_per_minute: int = DEFAULTS.failed_sign_ins_per_minute
 
 
 class Runtime:
@@ -61,7 +66,10 @@ class Runtime:
             max_file_age_seconds=config.max_file_age_seconds,
             mark=self._mark_relayed,
         )
-        self.auth = Authenticator(open_ledger(config.db))
+        self.auth = Authenticator(
+            open_ledger(config.db), config.signups_per_minute, config.failed_sign_ins_per_minute
+        )
+        self.payments = Sandbox(config.webhook_secret)
 
     def _mark_relayed(self, seqs: list[int]) -> None:
         def mark(tx) -> tuple[int, dict]:

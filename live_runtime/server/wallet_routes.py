@@ -1,4 +1,4 @@
-"""Coin purchases and gifts, each under an Idempotency-Key."""
+"""Coin purchases (a pending payment) and gifts, each under an Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from functools import partial
 from starlette.requests import Request
 from starlette.responses import Response
 
-from live_runtime.ledger import wallets
+from live_runtime.ledger import payments, wallets
 from live_runtime.server import inputs
 from live_runtime.server.context import caller, idempotent_body, runtime_of
 from telemetry.events import CHANNELS
@@ -20,7 +20,7 @@ async def purchase(request: Request) -> Response:
     channel = inputs.text(body, "channel", choices=CHANNELS)
     return await runtime.run(
         partial(
-            wallets.purchase_coins,
+            payments.open_purchase,
             policy=runtime.policy,
             user_id=user.id,
             coins=coins,
