@@ -13,7 +13,14 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn
 
-from creator_econ.settings import BATCH_MB, DEFAULTS, Settings, SettingsError, environment
+from creator_econ.settings import (
+    BATCH_MB,
+    DEFAULTS,
+    RuntimeSettings,
+    Settings,
+    SettingsError,
+    environment,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,8 +306,8 @@ def _serve(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy, args.allow_unprofitable_packs)
     except PolicyError as exc:
         raise UserFacingError(str(exc)) from exc
-    settings = Settings.from_text(environment())
-    runtime_dir = settings.runtime_dir
+    settings = RuntimeSettings.from_env()
+    runtime_dir = Settings.from_text(environment()).runtime_dir
     db = args.db or runtime_dir / "ledger.db"
     telemetry = args.telemetry or runtime_dir / "telemetry"
     db.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ ENV: dict[str, str] = {
     "batch_mb": "CREATOR_ECON_BATCH_MB",
     "freshness_hours": "CREATOR_ECON_FRESHNESS_HOURS",
     "memory_gb": "CREATOR_ECON_MEMORY_GB",
+}
+RUNTIME_ENV: dict[str, str] = {
     "webhook_secret": "CREATOR_ECON_WEBHOOK_SECRET",
     "signups_per_minute": "CREATOR_ECON_SIGNUPS_PER_MINUTE",
     "failed_sign_ins_per_minute": "CREATOR_ECON_FAILED_SIGN_INS_PER_MINUTE",
@@ -51,11 +53,6 @@ class Settings:
     batch_mb: int | None = None  # telemetry per ingest batch; None: what the memory allows
     freshness_hours: float = 24.0  # no new sealed file for longer than this is a warning
     memory_gb: float = 2.0  # what a run may use at most, engines included
-    # The runtime's: the payment provider's webhook secret ("": a new one at each start), and
-    # account creations per client address and failed sign-ins per login and address a minute.
-    webhook_secret: str = field(default="", repr=False)
-    signups_per_minute: int = 20
-    failed_sign_ins_per_minute: int = 10
 
     @property
     def telemetry(self) -> Path:
@@ -113,9 +110,23 @@ class Settings:
         return cls.from_text(environment())
 
 
-def environment() -> dict[str, str]:
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What `runtime serve` takes from the environment rather than from flags."""
+
+    webhook_secret: str = field(default="", repr=False)  # "": a new one at each start
+    signups_per_minute: int = 20  # account creations per client address
+    failed_sign_ins_per_minute: int = 10  # per login and client address
+
+    @classmethod
+    def from_env(cls) -> RuntimeSettings:
+        given = environment(RUNTIME_ENV)
+        return cls(**{name: _typed(name, value, RUNTIME_ENV) for name, value in given.items()})
+
+
+def environment(names: Mapping[str, str] = ENV) -> dict[str, str]:
     """The settings given in the environment, by field name: the one place that reads it."""
-    return {name: os.environ[var] for name, var in ENV.items() if os.environ.get(var, "").strip()}
+    return {name: os.environ[var] for name, var in names.items() if os.environ.get(var, "").strip()}
 
 
 def embedded_dsn(data_dir: Path) -> str:
@@ -125,9 +136,9 @@ def embedded_dsn(data_dir: Path) -> str:
 DEFAULTS = Settings()
 
 
-def _typed(name: str, value: str) -> object:
+def _typed(name: str, value: str, names: Mapping[str, str] = ENV) -> object:
     """The value of a text setting, or a one-line error naming its variable."""
-    where = f"{ENV[name]}={value!r}"
+    where = f"{names[name]}={value!r}"
     if name in ("batch_mb", "signups_per_minute", "failed_sign_ins_per_minute"):
         if not value.isdigit() or int(value) < 1:
             raise SettingsError(f"{where}: give a whole number, at least 1")
@@ -149,7 +160,7 @@ def _typed(name: str, value: str) -> object:
             raise SettingsError(f"{where}: give a positive number of hours")
         return hours
     if name == "webhook_secret":
-        where = ENV[name]  # never the secret itself in a message
+        where = names[name]  # never the secret itself in a message
         if not value.startswith("whsec_") or len(value) < 24:
             raise SettingsError(f"{where}: give a secret of the form whsec_..., 24 chars or more")
         return value

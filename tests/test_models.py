@@ -150,6 +150,15 @@ class Inputs:
                 store_fee_minor=store_fee if i == 0 else 0,
             )  # fmt: skip
 
+    def coin_refund(self, day: dt.date, store_fee_returned: int) -> None:
+        """A refund at noon of a 1,000 iOS purchase; the store returns its fee."""
+        noon = dt.datetime.combine(day, dt.time(12), UTC)
+        self._event(
+            "coins_refunded", noon, purchase_id=f"pu{len(self.events)}", user_id="u",
+            refund_minor=1000, currency="USD", channel="ios",
+            store_fee_returned_minor=store_fee_returned, coins_taken_back=70, reason="refund",
+        )  # fmt: skip
+
     def failures(self, day: dt.date, n: int) -> None:
         noon = dt.datetime.combine(day, dt.time(12), UTC)
         for _ in range(n):
@@ -677,6 +686,37 @@ def test_relay_and_recording_cost() -> None:
         row(marts["session_economics"], session_id="s"),
         {"infra_cost": D("1.121")},
         "relay and recording session",
+    )
+
+
+def test_a_coin_refund_returns_the_store_fee_on_its_day() -> None:
+    """Mar 1: one purchase, processor fee 0.33, store fee 3.00, a transaction costing 0.01 more.
+    Mar 2: that purchase refunded; the store gives back its 3.00, the processor keeps 0.33, and
+    the refund is no transaction: the day's transaction cost is -3.00."""
+    x = Inputs()
+    x.session("s", "2026-03-01 08:00", ["alice"], end="2026-03-01 08:10")
+    x.purchases(D1, "USD", 1, payment_fee=33, store_fee=300)
+    x.coin_refund(D2, store_fee_returned=300)
+    daily = x.marts(parse_cost_model(copy.deepcopy(RAW_COST_MODEL)))["platform_daily"]
+    check(
+        row(daily, day=D1),
+        {
+            "transactions": 1,
+            "payment_fees": D("0.33"),
+            "store_fees": D("3.00"),
+            "transaction_cost": D("0.33") + D("3.00") + D("0.01"),
+        },  # fmt: skip
+        "purchase day",
+    )
+    check(
+        row(daily, day=D2),
+        {
+            "transactions": 0,
+            "payment_fees": D("0"),
+            "store_fees": D("-3.00"),
+            "transaction_cost": D("-3.00"),
+        },  # fmt: skip
+        "refund day",
     )
 
 

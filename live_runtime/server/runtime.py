@@ -17,7 +17,7 @@ from typing import IO
 
 from starlette.responses import JSONResponse, Response
 
-from creator_econ.settings import DEFAULTS
+from creator_econ.settings import RuntimeSettings
 from live_runtime.ledger import books, sessions
 from live_runtime.ledger.schema import open_ledger
 from live_runtime.ledger.writer import Idempotency, LedgerWriter, Operation, Outcome
@@ -40,8 +40,8 @@ class RuntimeConfig:
     durable: bool = True
     max_file_age_seconds: float = 60.0
     webhook_secret: str = field(default_factory=new_secret, repr=False)  # the provider's
-    signups_per_minute: int = DEFAULTS.signups_per_minute
-    failed_sign_ins_per_minute: int = DEFAULTS.failed_sign_ins_per_minute
+    signups_per_minute: int = RuntimeSettings.signups_per_minute
+    failed_sign_ins_per_minute: int = RuntimeSettings.failed_sign_ins_per_minute
 
 
 class Runtime:
