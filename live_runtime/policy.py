@@ -62,6 +62,8 @@ class Policy:
     coin_value_minor: int
     max_gift_coins: int
     payout_threshold_minor: int
+    payout_hold_days: int  # earnings become payable this many days after they are earned
+    refund_fee_borne_by: str  # who bears the processor fee kept on a refund: "platform"
     token_ttl_days: int
     coin_packs: dict[int, int]  # coins -> price
     channels: dict[str, ChannelFees]
@@ -163,6 +165,8 @@ def _parse(raw: dict) -> Policy:
         coin_value_minor=int(raw["coin_value_minor"]),
         max_gift_coins=int(raw["max_gift_coins"]),
         payout_threshold_minor=int(raw["payout_threshold_minor"]),
+        payout_hold_days=int(raw["payout_hold_days"]),
+        refund_fee_borne_by=str(raw["refunds"]["processor_fee_borne_by"]),
         token_ttl_days=int(raw["token_ttl_days"]),
         coin_packs={int(p["coins"]): int(p["price_minor"]) for p in raw["coin_packs"]},
         channels={name: ChannelFees(**fees) for name, fees in raw["channels"].items()},
@@ -193,6 +197,10 @@ def _check(policy: Policy, path: Path) -> None:
         problems.append("coin_packs must list positive coins and prices")
     if policy.coin_value_minor <= 0 or policy.metering_interval_seconds <= 0:
         problems.append("coin_value_minor and metering.interval_seconds must be positive")
+    if policy.refund_fee_borne_by != "platform":
+        problems.append('refunds.processor_fee_borne_by must be "platform" (the only one built)')
+    if not 0 <= policy.payout_hold_days <= 366:
+        problems.append("payout_hold_days must be 0 to 366")
     if not policy.qualities:
         problems.append("metering.qualities must list at least one quality")
     if problems:

@@ -40,6 +40,10 @@ SIGNUPS_ENV = "CREATOR_ECON_SIGNUPS_PER_MINUTE"
 FAILED_SIGN_INS_ENV = "CREATOR_ECON_FAILED_SIGN_INS_PER_MINUTE"
 TEST_LIMITS: dict[str, str | None] = {SIGNUPS_ENV: "1000000", FAILED_SIGN_INS_ENV: "1000000"}
 SHIPPED_LIMITS: dict[str, str | None] = {SIGNUPS_ENV: None, FAILED_SIGN_INS_ENV: None}
+# Test servers run the shipped policy with earnings payable at once (payout_hold_days = 0), so a
+# test can pay out what it just earned; `hold_days=None` runs the shipped policy as it is.
+SHIPPED_POLICY = Path(__file__).parents[1] / "live_runtime" / "policy_default.toml"
+SHIPPED_HOLD = "payout_hold_days = 7 "
 
 
 class ServerFailed(RuntimeError):
@@ -70,6 +74,7 @@ class RuntimeProcess:
     extra_args: list[str] = field(default_factory=list)
     cwd: Path | None = None
     env: dict[str, str | None] = field(default_factory=lambda: dict(TEST_LIMITS))
+    hold_days: int | None = 0
     url: str = ""  # known once start() has read the server's first line
     process: subprocess.Popen | None = None
     _copier: threading.Thread | None = None
@@ -101,7 +106,7 @@ class RuntimeProcess:
         command = [
             sys.executable, "-m", "creator_econ.cli", "runtime", "serve",
             "--port", "0", "--db", str(self.db), "--telemetry", str(self.telemetry),
-            *self.extra_args,
+            *self._policy_args(), *self.extra_args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:  # the child keeps its own descriptor for stderr
             env = {**os.environ, **self.env}
@@ -137,6 +142,16 @@ class RuntimeProcess:
             raise ServerFailed(f"unexpected first line from the runtime: {line!r}")
         self.url = found[1]
         return self
+
+    def _policy_args(self) -> list[str]:
+        """`--policy` with the test hold, unless the test names a policy or the shipped hold."""
+        if self.hold_days is None or "--policy" in self.extra_args:
+            return []
+        shipped = SHIPPED_POLICY.read_text()
+        assert SHIPPED_HOLD in shipped, "the shipped policy's hold changed: update SHIPPED_HOLD"
+        path = self.root / "test-policy.toml"
+        path.write_text(shipped.replace(SHIPPED_HOLD, f"payout_hold_days = {self.hold_days} "))
+        return ["--policy", str(path)]
 
     def stop(self, timeout: float = 30.0) -> None:
         """A graceful stop (SIGTERM): the relay drains and seals its file.

@@ -8,6 +8,8 @@ live_runtime/policy_default.toml; the comments show the sums.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -20,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from live_runtime.ledger import accounts, books, payments, sessions, wallets
+from live_runtime.ledger import accounts, books, earnings, payments, sessions, wallets
 from live_runtime.ledger.writer import Idempotency, LedgerWriter
 from live_runtime.policy import DEFAULT_POLICY, PolicyError, load_policy
 from live_runtime.relay import OutboxRelay, recover
@@ -103,7 +105,7 @@ def test_fractions_are_carried_so_earnings_never_exceed_the_rate():
 @given(
     st.lists(
         st.tuples(
-            st.integers(1, 10_000),  # gift value
+            st.integers(8, 10_000),  # gift value, at least twice the hosts (below)
             st.lists(st.integers(1, 7), min_size=1, max_size=4),  # weights of hosts h0..h3
         ),
         min_size=1,
@@ -127,6 +129,54 @@ def test_over_any_gifts_earnings_are_the_rate_less_under_one_unit(gifts):
             owed[host] = owed.get(host, Fraction(0)) + Fraction(value, 2) * weight / sum(weights)
     for host in owed:
         assert owed[host] - 1 < earned[host] <= owed[host]
+
+
+def test_a_gift_too_small_for_the_carried_units_pays_them_at_the_next_gift():
+    """Two hosts each carry 0.9. A 1-coin gift owes each 0.25 more: 1.15 each, 2 units in
+    all, more than the gift's 1: the first host gets it, the second carries 1.15 (the one case
+    where a host lags by a unit or more). The next gift, 10, owes each 2.5: the first host
+    1.15 - 1 + 2.5 = 2.65 -> 2, the second 1.15 + 2.5 = 3.65 -> 3; fee 10 - 5 = 5."""
+    nine = Fraction(9, 10)
+    small = POLICY.split_gift(1, {"a": 1, "b": 1}, {"a": nine, "b": nine})
+    assert (small.platform_fee, small.shares) == (0, {"a": 1, "b": 0})
+    assert small.carries == {"a": Fraction(3, 20), "b": Fraction(23, 20)}
+    after = POLICY.split_gift(10, {"a": 1, "b": 1}, small.carries)
+    assert (after.platform_fee, after.shares) == (5, {"a": 2, "b": 3})
+    assert after.carries == {"a": Fraction(13, 20), "b": Fraction(13, 20)}
+
+
+def test_held_earnings_become_payable_on_their_day_and_repay_a_debt_first(tmp_path, writer):
+    """A 1,000-coin gift earns its host 500, held 7 days. A refund that took 200 more than the
+    host had leaves a debt of 200; on release day the 500 repay it and 300 become available."""
+    user, creator = _account(writer, "user"), _account(writer, "creator")
+    _buy(writer, user, 1400)
+    session = writer.run_now(
+        partial(sessions.start_session, policy=POLICY, creator_id=creator, region="eu-west",
+                quality="720p", record=False)
+    ).body["session_id"]  # fmt: skip
+    gift = partial(wallets.send_gift, policy=POLICY, user_id=user, session_id=session, coins=1000)
+    assert writer.run_now(gift).status == 201
+
+    def debt(tx):
+        books.open_accounts(tx.conn, [books.owed(creator)], POLICY.currency, negative=True)
+        tx.move("debt", "refund", creator, {books.owed(creator): -200, books.PAYMENTS: 200})
+        return 200, {}
+
+    writer.run_now(debt)
+
+    def release_on(days: int):
+        def operation(tx):
+            later = books.Tx(tx.conn, tx.source, tx.now + dt.timedelta(days=days))
+            return 200, {"released": earnings.release_due(later, creator)}
+
+        return operation
+
+    assert writer.run_now(release_on(6)).body == {"released": 0}
+    assert _balances(tmp_path / "ledger.db")[books.pending(creator)] == 500
+    assert writer.run_now(release_on(7)).body == {"released": 1}
+    balances = _balances(tmp_path / "ledger.db")
+    assert (balances[books.pending(creator)], balances[books.owed(creator)]) == (0, 0)
+    assert balances[books.earnings(creator)] == 300
 
 
 def test_a_policy_whose_pack_loses_money_per_coin_is_refused(tmp_path: Path):
@@ -191,8 +241,9 @@ def test_group_commit_batches_and_a_refusal_rolls_back_only_itself(tmp_path, wri
     assert writer.commits - commits_before < 10  # waiting operations shared commits
     balances = _balances(tmp_path / "ledger.db")
     assert balances[books.wallet(user)] == 0
-    # 7 gifts of 10 coins = 10 each (coin_value_minor 1); fee 50% = 5; one host gets 5.
-    assert balances[books.earnings(creator)] == 35
+    # 7 gifts of 10 coins = 10 each (coin_value_minor 1); fee 50% = 5; one host gets 5,
+    # held for the policy's 7 days.
+    assert balances[books.pending(creator)] == 35
     assert (
         sum(
             v
@@ -278,8 +329,10 @@ def test_the_database_refuses_an_overdraft_the_code_did_not_check(
                 quality="720p", record=False,
             )
         ).body["session_id"]  # fmt: skip
-        gift = partial(wallets.send_gift, policy=POLICY, user_id=user, session_id=session)
+        unheld = dataclasses.replace(POLICY, payout_hold_days=0)  # payable at once
+        gift = partial(wallets.send_gift, policy=unheld, user_id=user, session_id=session)
         assert writer.run_now(partial(gift, coins=70)).status == 201
+        assert writer.run_now(earnings.release_all).body == {"released": 1}
     if holder == "creator":
         account, counter = books.earnings(creator), books.PAYOUTS
     else:

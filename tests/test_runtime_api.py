@@ -12,6 +12,12 @@ exactly once, and no other event about the test's accounts, sessions or orders. 
 stop (sessions left live end as `error`, every file sealed) is checked by one test on a
 server of its own.
 
+Money moves only on a confirmed payment: a purchase or an order answers 202 with a pending
+payment, and the test confirms it at the sandbox provider (`Client.buy`, `Client.order`), or
+signs the provider's notification itself (the module's server knows the webhook secret). So a
+pending answer is remembered by its payment, and expected in telemetry only once the provider's
+notification was applied.
+
 Expected money is worked out by hand from `live_runtime/policy_default.toml` (the server
 runs the shipped policy), never by the policy code under test; the comments show the sums.
 `test_the_hand_worked_figures_assume_the_shipped_policy` fails first if the file changes.
@@ -20,11 +26,14 @@ runs the shipped policy), never by the policy code under test; the comments show
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 import signal
 import sqlite3
 import time
 import tomllib
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,17 +70,34 @@ IDEMPOTENT = {
     ("POST", "/v1/orders"),
     ("POST", "/v1/payouts"),
 }
+MEGABYTE = b"{" + b" " * (1 << 20) + b"}"
+GIFTS = "/v1/sessions/{session_id}/gifts"
+PURCHASES = "/v1/wallet/purchases"
+ORDERS = "/v1/orders"
+SESSION = "/v1/sessions/{session_id}"
+REFUND = "/v1/orders/{order_id}/refund"
+PAYMENT = "/v1/payments/{payment_id}"
+WEBHOOK = "/v1/webhooks/payments"
+SANDBOX = "/sandbox/v1/payment_intents/{payment_id}/{action}"
+# Without a bearer token: the webhook is authenticated by its signature, the sandbox provider
+# by the payment's client secret.
 PUBLIC = {
     ("GET", "/v1/health"),
     ("GET", "/openapi.json"),
     ("POST", "/v1/accounts"),
     ("POST", "/v1/sign-in"),
+    ("POST", WEBHOOK),
+    ("POST", SANDBOX),
 }
-MEGABYTE = b"{" + b" " * (1 << 20) + b"}"
-GIFTS = "/v1/sessions/{session_id}/gifts"
-PURCHASES = "/v1/wallet/purchases"
-SESSION = "/v1/sessions/{session_id}"
-REFUND = "/v1/orders/{order_id}/refund"
+# The module's server verifies notifications with this secret, so tests can sign them too.
+WEBHOOK_SECRET = "whsec_api_test_" + "k" * 32
+# The sandbox action that sends each kind of provider notification.
+NOTIFIED = {
+    "payment_intent.succeeded": "confirm",
+    "payment_intent.payment_failed": "decline",
+    "charge.refunded": "refund",
+    "charge.dispute.created": "dispute",
+}
 
 # Figures of the shipped policy file the hand arithmetic below relies on (checked by
 # test_the_hand_worked_figures_assume_the_shipped_policy against the file itself).
@@ -140,10 +166,16 @@ def check_request(method: str, template: str, body: Any) -> None:
 
 @dataclass
 class Expected:
-    """One test's successful calls (from the answers), and refusals that must leave an event."""
+    """One test's successful calls (from the answers), and refusals that must leave an event.
+
+    A purchase or order is expected once its payment is confirmed: the pending answer waits
+    in `payments` until the sandbox or a notification the test signed says it was applied.
+    """
 
     principals: set[str] = field(default_factory=set)  # every account the test created
+    payments: dict[str, tuple[str, dict]] = field(default_factory=dict)  # id -> kind, answer
     purchases: dict[str, dict] = field(default_factory=dict)
+    coin_refunds: dict[str, dict] = field(default_factory=dict)  # purchase -> coins_refunded
     gifts: dict[str, dict] = field(default_factory=dict)
     orders: dict[str, dict] = field(default_factory=dict)
     refunds: dict[str, dict] = field(default_factory=dict)
@@ -159,17 +191,21 @@ class Expected:
         method, template = route
         if route == ("POST", "/v1/accounts"):
             self.principals.add(data["id"])
-        elif route == ("POST", PURCHASES):
-            self.purchases[data["purchase_id"]] = dict(
-                data, user_id=who["id"], channel=sent["channel"]
-            )
+        elif route == ("POST", PURCHASES):  # a pending payment: nothing to expect yet
+            self.payments[data["payment_id"]] = ("purchase", dict(data, user_id=who["id"]))
+        elif route == ("POST", ORDERS):
+            self.payments[data["payment_id"]] = ("order", data)
+        elif route == ("POST", SANDBOX) and data["notification"]["outcome"] == "applied":
+            self.settled(params["payment_id"], params["action"])
+        elif route == ("POST", WEBHOOK) and data["outcome"] == "applied":
+            event = json.loads(sent)
+            found = event["data"]["object"]
+            action = NOTIFIED[event["type"]]
+            self.settled(found["payment_intent" if "payment_intent" in found else "id"], action)
         elif route == ("POST", GIFTS):
             self.gifts[data["gift_id"]] = dict(data, sender_id=who["id"], **params)
-        elif route == ("POST", "/v1/orders"):
-            self.orders[data["order_id"]] = data
-        elif route == ("POST", REFUND):
-            reason = (sent or {}).get("reason", "requested_by_seller")
-            self.refunds[data["order_id"]] = dict(data, reason=reason)
+        elif route == ("POST", REFUND):  # the provider's charge.refunded, applied
+            self.refunds[data["order_id"]] = {"refund_minor": data["refund_minor"], "reason": "refund"}
         elif route == ("POST", "/v1/payouts"):
             self.payouts[data["payout_id"]] = dict(data, creator_id=who["id"])
         elif route == ("POST", "/v1/sessions"):
@@ -179,6 +215,33 @@ class Expected:
         elif route in {("POST", f"{SESSION}/join"), ("POST", f"{SESSION}/leave")}:
             kind = "host_joined" if template.endswith("join") else "host_left"
             self.hosts[(kind, data["session_id"], who["id"])] += 1
+
+    def settled(self, payment_id: str, action: str) -> None:
+        """Files what a payment the provider's notification was applied to must emit."""
+        kind, pending = self.payments[payment_id]
+        if kind == "purchase":
+            _, payment_fee, store_fee = PACKS[(pending["channel"], pending["coins"])]
+        if action == "confirm" and kind == "purchase":
+            fees = {"payment_fee_minor": payment_fee, "store_fee_minor": store_fee}
+            self.purchases[pending["purchase_id"]] = pending | fees
+        elif action == "confirm":  # a live that ended meanwhile is not named
+            live = pending["session_id"]
+            self.orders[pending["order_id"]] = pending | {
+                "session_id": None if live in self.ended else live
+            }
+        elif action == "decline" and kind == "order" and pending["session_id"] is not None:
+            key = (pending["session_id"], pending["creator_id"], "payment_declined")
+            self.checkout_failed[key] += 1
+        elif action in ("refund", "dispute") and kind == "purchase":
+            self.coin_refunds[pending["purchase_id"]] = {
+                "user_id": pending["user_id"], "refund_minor": pending["amount_minor"],
+                "currency": pending["currency"], "channel": pending["channel"],
+                "store_fee_returned_minor": store_fee, "reason": action,
+            }  # fmt: skip
+        elif action in ("refund", "dispute"):
+            self.refunds[pending["order_id"]] = {
+                "refund_minor": pending["gross_minor"], "reason": action
+            }
 
     def concerns(self, event: dict) -> bool:
         """Whether an event is about one of this test's accounts, sessions or orders."""

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -76,10 +77,9 @@ def ledger(db: Path) -> dict[str, object]:
         }
 
 
-def balance(db: Path, account: str) -> int:
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        row = conn.execute("SELECT balance FROM accounts WHERE id = ?", (account,)).fetchone()
-    return row[0] if row else 0
+def money(api: Api, creator: dict) -> dict:
+    """The creator's own view (/v1/me): available, pending, owed, paid out."""
+    return api.call("GET", "/v1/me", creator).json()
 
 
 def purchase(api: Api, user: dict, coins: int = 70, channel: str = "web") -> dict:
@@ -211,7 +211,7 @@ def test_a_disputed_purchase_takes_back_the_coins_not_yet_spent(api, server):
         "dispute",
     )
     # The 20 gifted coins stay gifted: the creator keeps the 10 earned on them.
-    assert balance(server.db, f"creator:{creator['id']}") == 10
+    assert money(api, creator)["available_minor"] == 10
 
 
 def test_seventy_one_coin_gifts_earn_what_one_seventy_coin_gift_does(api, server):
@@ -223,7 +223,7 @@ def test_seventy_one_coin_gifts_earn_what_one_seventy_coin_gift_does(api, server
     for n in range(70):
         gift = api.call("POST", f"/v1/sessions/{session}/gifts", user, f"g{n}", json={"coins": 1})
         assert gift.status_code == 201, gift.text
-    assert balance(server.db, f"creator:{creator['id']}") == 35 < 66
+    assert money(api, creator)["available_minor"] == 35 < 66
 
 
 def test_an_order_may_name_only_a_live_its_seller_hosts(api, server):
@@ -253,7 +253,7 @@ def test_a_refund_after_a_payout_is_paid_back_from_later_earnings(api, server):
     assert (payout.status_code, payout.json()["amount_minor"]) == (201, 5316)
     refund = api.call("POST", f"/v1/orders/{pending.json()['order_id']}/refund", seller)
     assert (refund.status_code, refund.json()["status"]) == (200, "refunded")
-    assert balance(server.db, f"creator:{seller['id']}:owed") == -5316
+    assert money(api, seller)["owed_minor"] == 5316
     (refunded,) = of_type(server, "order_refunded", "order_id", pending.json()["order_id"])
     assert refunded["refund_minor"] == 6000
     # A 1,000-coin gift earns the seller 500, all of it to the debt.
@@ -261,8 +261,12 @@ def test_a_refund_after_a_payout_is_paid_back_from_later_earnings(api, server):
     session = api.call("POST", "/v1/sessions", seller, json={}).json()["session_id"]
     gift = api.call("POST", f"/v1/sessions/{session}/gifts", fan, "g", json={"coins": 1000})
     assert gift.json()["splits"] == [{"creator_id": seller["id"], "share_minor": 500}]
-    assert balance(server.db, f"creator:{seller['id']}:owed") == -4816
-    assert balance(server.db, f"creator:{seller['id']}") == 0
+    after = money(api, seller)
+    assert (after["owed_minor"], after["available_minor"], after["paid_out_minor"]) == (
+        4816,
+        0,
+        5316,
+    )
 
 
 def test_a_policy_whose_pack_loses_money_per_coin_is_refused_at_startup(tmp_path: Path):
@@ -285,3 +289,35 @@ def test_a_policy_whose_pack_loses_money_per_coin_is_refused_at_startup(tmp_path
         tmp_path / "allowed", extra_args=["--policy", str(policy), "--allow-unprofitable-packs"]
     ).start()
     allowed.stop()
+
+
+def test_earnings_are_held_for_the_policy_days_and_a_refund_inside_takes_them_back(tmp_path):
+    """The shipped policy holds earnings 7 days. A 6,000 order nets the seller 5,316: pending,
+    over the 5,000 threshold from a week today, not payable now; refunded inside the hold, it
+    leaves nothing pending and no debt."""
+    server = RuntimeProcess(tmp_path / "held", hold_days=None).start()
+    try:
+        api = Api(server.url)
+        seller, buyer = api.account("creator"), api.account("user")
+        product = api.call("POST", "/v1/products", seller, json={"name": "p", "price_minor": 6000})
+        body = {"product_id": product.json()["product_id"], "quantity": 1}
+        pending = api.call("POST", "/v1/orders", buyer, "o1", json=body).json()
+        assert api.pay(pending).status_code == 200
+        held = money(api, seller)
+        week = (datetime.now(UTC).date() + timedelta(days=7)).isoformat()
+        assert (held["pending_minor"], held["available_minor"], held["owed_minor"]) == (5316, 0, 0)
+        assert held["next_payout_date"] == week
+        assert held["holds"] == [{"releases_on": week, "amount_minor": 5316}]
+        payout = api.call("POST", "/v1/payouts", seller, "p1")
+        assert (payout.status_code, payout.json()["error"]) == (409, "below_threshold")
+        refund = api.call("POST", f"/v1/orders/{pending['order_id']}/refund", seller)
+        assert refund.status_code == 200
+        after = money(api, seller)
+        assert (after["pending_minor"], after["owed_minor"], after["next_payout_date"]) == (
+            0,
+            0,
+            None,
+        )
+        api.http.close()
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from live_runtime.ledger import books
+from live_runtime.ledger import books, earnings
 from live_runtime.ledger.books import Refused, Result, Tx, new_id
 from live_runtime.policy import Policy
 
@@ -194,4 +194,6 @@ def me(tx: Tx, policy: Policy, principal_id: str, kind: str) -> Result:
     body = {"id": principal_id, "kind": kind, key: balance}
     if kind == "creator":
         body["currency"] = policy.currency
+        body.update(earnings.summary(tx, policy, principal_id))
+        body["balance_minor"] = body["available_minor"]
     return 200, body

@@ -56,8 +56,13 @@ def wallet(user_id: str) -> str:
 
 
 def earnings(creator_id: str) -> str:
-    """A creator's balance in the currency, awaiting payout; never negative."""
+    """A creator's available balance in the currency, awaiting payout; never negative."""
     return f"creator:{creator_id}"
+
+
+def pending(creator_id: str) -> str:
+    """A creator's earnings still in their hold: not payable yet, and taken back first."""
+    return f"creator:{creator_id}:pending"
 
 
 def owed(creator_id: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from live_runtime.ledger import books
+from live_runtime.ledger import books, earnings
 from live_runtime.ledger.books import Refused, Result, Tx, new_id
 from live_runtime.ledger.sessions import owned_session, session_view
 from live_runtime.policy import Policy
@@ -77,13 +77,16 @@ def refundable_payment(tx: Tx, creator_id: str, order_id: str) -> Result:
 
 
 def payout(tx: Tx, policy: Policy, creator_id: str) -> Result:
+    """Pays out the available earnings: those past their hold (earnings.py)."""
+    earnings.release_due(tx, creator_id)
     account = books.earnings(creator_id)
     (balance,) = tx.one("SELECT balance FROM accounts WHERE id = ?", (account,))
     if balance < policy.payout_threshold_minor:
         raise Refused(
             409,
             "below_threshold",
-            f"balance {balance} is below the payout threshold {policy.payout_threshold_minor}",
+            f"available earnings {balance} are below the payout threshold "
+            f"{policy.payout_threshold_minor} (earnings are held {policy.payout_hold_days} days)",
         )
     last = tx.one("SELECT max(period_end) FROM payouts WHERE creator_id = ?", (creator_id,))[0]
     created = tx.one("SELECT created_at FROM principals WHERE id = ?", (creator_id,))[0]

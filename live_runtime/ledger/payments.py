@@ -268,7 +268,7 @@ def _record_order(tx: Tx, policy: Policy, payment: dict[str, Any]) -> None:
         books.PAYMENTS: -gross,
         books.PROCESSOR_FEES: payment_fee,
         books.COMMISSION: commission,
-        **earnings.credit(tx, creator_id, net),
+        **earnings.credit(tx, policy, creator_id, net),
     })  # fmt: skip
     tx.emit("order_paid", order_id, order_id=order_id, session_id=session_id,
             creator_id=creator_id, product_id=payment["product_id"],

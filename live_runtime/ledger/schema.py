@@ -100,6 +100,11 @@ TABLES = {
     "earnings_carry": """
         creator_id TEXT PRIMARY KEY REFERENCES principals (id),
         owed TEXT NOT NULL              -- "n/d", a fraction of a minor unit not yet credited""",
+    "earnings_holds": """
+        creator_id TEXT NOT NULL REFERENCES principals (id),
+        releases_on TEXT NOT NULL,      -- the UTC day these earnings become payable
+        amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+        PRIMARY KEY (creator_id, releases_on)""",
     "payments": """
         id TEXT PRIMARY KEY,            -- the provider's payment intent id
         kind TEXT NOT NULL CHECK (kind IN ('purchase', 'order')),

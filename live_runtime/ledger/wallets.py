@@ -56,7 +56,7 @@ def send_gift(tx: Tx, policy: Policy, user_id: str, session_id: str, coins: int)
             books.COINS_ISSUED: coins,
             books.GIFT_FUNDING: -value,
             books.GIFT_FEES: fee,
-            **_credits(tx, shares),
+            **_credits(tx, policy, shares),
         },
     )
     splits = [{"creator_id": c, "share_minor": s} for c, s in shares.items()]
@@ -104,8 +104,8 @@ def _carries(tx: Tx, hosts: dict[str, int]) -> dict[str, Fraction]:
     return {creator: Fraction(owed) for creator, owed in rows}
 
 
-def _credits(tx: Tx, shares: dict[str, int]) -> dict[str, int]:
+def _credits(tx: Tx, policy: Policy, shares: dict[str, int]) -> dict[str, int]:
     postings: dict[str, int] = {}
     for creator, share in shares.items():
-        postings.update(earnings.credit(tx, creator, share))
+        postings.update(earnings.credit(tx, policy, creator, share))
     return postings

@@ -18,7 +18,7 @@ from typing import IO
 from starlette.responses import JSONResponse, Response
 
 from creator_econ.settings import RuntimeSettings
-from live_runtime.ledger import books, sessions
+from live_runtime.ledger import books, earnings, sessions
 from live_runtime.ledger.schema import open_ledger
 from live_runtime.ledger.writer import Idempotency, LedgerWriter, Operation, Outcome
 from live_runtime.payments.sandbox import Sandbox, new_secret
@@ -108,6 +108,7 @@ class Runtime:
             await asyncio.sleep(self.policy.metering_interval_seconds)
             try:
                 await self.meter_all()
+                await self.writer.run(earnings.release_all)
             except Exception:  # the next report covers the interval since the last one
                 log.exception("metering failed; the next interval catches up")
 
