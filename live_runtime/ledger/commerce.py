@@ -40,11 +40,19 @@ def product(tx: Tx, product_id: str) -> dict[str, Any]:
     }
 
 
-def list_products(tx: Tx, creator_id: str) -> Result:
-    ids = tx.conn.execute(
-        "SELECT id FROM products WHERE creator_id = ? ORDER BY created_at, id", (creator_id,)
-    )
-    return 200, {"products": [product(tx, i) for (i,) in ids.fetchall()]}
+def list_products(tx: Tx, creator_id: str, limit: int, after: str | None) -> Result:
+    """One page of the creator's products, oldest first; `next` continues after the last."""
+    rows = tx.conn.execute(
+        "SELECT id, creator_id, name, price_minor, currency FROM products "
+        "WHERE creator_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (creator_id, after or "", limit + 1),
+    ).fetchall()
+    page = [
+        {"product_id": i, "creator_id": c, "name": n, "price_minor": p, "currency": cur}
+        for i, c, n, p, cur in rows[:limit]
+    ]
+    more = len(rows) > limit
+    return 200, {"products": page, "next": page[-1]["product_id"] if more else None}
 
 
 def pin_product(tx: Tx, creator_id: str, session_id: str, product_id: str) -> Result:

@@ -89,18 +89,24 @@ def release_all(tx: Tx) -> Result:
 
 
 def summary(tx: Tx, policy: Policy, creator_id: str) -> dict[str, Any]:
-    """What `/v1/me` shows a creator: pending, available, owed, paid out, next payout date."""
-    release_due(tx, creator_id)
-    available = _balance(tx, books.earnings(creator_id))
+    """What `/v1/me` shows a creator: pending, available, owed, paid out, next payout date.
+
+    A read: holds already due are shown as released (repaying a debt first), as the next
+    release will book them."""
+    today = tx.now.date().isoformat()
     holds = tx.conn.execute(
         "SELECT releases_on, amount_minor FROM earnings_holds WHERE creator_id = ? "
         "ORDER BY releases_on",
         (creator_id,),
     ).fetchall()
+    due = sum(amount for day, amount in holds if day <= today)
+    holds = [(day, amount) for day, amount in holds if day > today]
+    owed_before = -_balance(tx, books.owed(creator_id))
+    owed = max(0, owed_before - due)
+    available = _balance(tx, books.earnings(creator_id)) + due - (owed_before - owed)
     (paid_out,) = tx.one(
         "SELECT coalesce(sum(amount_minor), 0) FROM payouts WHERE creator_id = ?", (creator_id,)
     )
-    owed = -_balance(tx, books.owed(creator_id))
     return {
         "pending_minor": sum(amount for _, amount in holds),
         "available_minor": available,

@@ -152,6 +152,6 @@ async def revoke_all(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     runtime, principal = runtime_of(request), caller(request)
-    return await runtime.run(
+    return await runtime.read(
         partial(accounts.me, policy=runtime.policy, principal_id=principal.id, kind=principal.kind)
     )

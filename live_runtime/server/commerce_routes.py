@@ -28,8 +28,15 @@ async def create_product(request: Request) -> Response:
 
 async def products(request: Request) -> Response:
     caller(request)
-    creator_id = request.path_params["creator_id"]
-    return await runtime_of(request).run(partial(commerce.list_products, creator_id=creator_id))
+    limit, after = inputs.page(request)
+    return await runtime_of(request).read(
+        partial(
+            commerce.list_products,
+            creator_id=request.path_params["creator_id"],
+            limit=limit,
+            after=after,
+        )
+    )
 
 
 async def order(request: Request) -> Response:
@@ -53,7 +60,7 @@ async def refund(request: Request) -> Response:
     reverses the order (with the sandbox, before this answers)."""
     runtime, creator = runtime_of(request), caller(request, "creator")
     order_id = request.path_params["order_id"]
-    found = await runtime.writer.run(
+    found = await runtime.reader.run(
         partial(commerce.refundable_payment, creator_id=creator.id, order_id=order_id)
     )
     if found.status != 200:

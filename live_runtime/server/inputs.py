@@ -17,6 +17,7 @@ MAX_DEPTH = 32  # arrays and objects inside one another; the body itself is dept
 # a field's range is out_of_range (422). An int64 has 19 digits: the margin keeps 10**30 a
 # range error, and Python's own cap on int(str), 4,300 digits, is never reached.
 MAX_INT_DIGITS = 40
+ID = f"[A-Za-z0-9_-]{{1,{MAX_TEXT}}}"  # what ids are made of, in paths and query strings
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # only a lone one: json joins a pair
 
 
@@ -145,3 +146,17 @@ def request_hash(request: Request, raw: bytes) -> str:
     """What the idempotency key stands for: the route and the body, canonicalised."""
     canonical = json.dumps(_load(raw) if raw else {}, sort_keys=True)  # no body = {}
     return hashlib.sha256(f"{request.method} {request.url.path} {canonical}".encode()).hexdigest()
+
+
+PAGE_SIZE, MAX_PAGE_SIZE = 50, 100
+
+
+def page(request: Request) -> tuple[int, str | None]:
+    """`?limit=` (1 to MAX_PAGE_SIZE, default PAGE_SIZE) and `?after=` (an id) of a list."""
+    raw_limit = request.query_params.get("limit", str(PAGE_SIZE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+        raise BadRequest(422, "out_of_range", f"limit must be 1 to {MAX_PAGE_SIZE}")
+    after = request.query_params.get("after")
+    if after is not None and not re.fullmatch(ID, after):
+        raise BadRequest(422, "invalid_field", f"after must be an id of 1 to {MAX_TEXT} chars")
+    return int(raw_limit), after

@@ -56,7 +56,7 @@ async def live(socket: WebSocket) -> None:
     viewer = Viewer(viewer_id, socket)
     try:
         await socket.accept()
-        state = await runtime.writer.run(partial(sessions.get_session, session_id=session_id))
+        state = await runtime.reader.run(partial(sessions.get_session, session_id=session_id))
         if joined is not None:
             await joined
         room.join(viewer)

@@ -41,7 +41,7 @@ async def webhook(request: Request) -> Response:
 
 async def payment(request: Request) -> Response:
     runtime, principal = runtime_of(request), caller(request)
-    return await runtime.run(
+    return await runtime.read(
         partial(
             payments.payment_view,
             principal_id=principal.id,
@@ -70,7 +70,7 @@ async def sandbox(request: Request) -> Response:
         message = f"no sandbox action {action[:40]!r}: {sorted(SANDBOX_ACTIONS)}"
         return JSONResponse({"error": "not_found", "message": message}, 404)
     wanted, event_type = SANDBOX_ACTIONS[action]
-    found = await runtime.writer.run(
+    found = await runtime.reader.run(
         partial(
             payments.check_client_secret,
             payment_id=request.path_params["payment_id"],

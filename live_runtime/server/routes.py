@@ -28,7 +28,7 @@ from live_runtime.server import (
     session_routes,
     wallet_routes,
 )
-from live_runtime.server.inputs import MAX_TEXT, BadRequest
+from live_runtime.server.inputs import ID, BadRequest
 from live_runtime.server.limits import REQUEST_TIMEOUT, RequestDeadline
 from live_runtime.server.live_socket import live
 from live_runtime.server.runtime import Runtime, RuntimeConfig
@@ -40,7 +40,7 @@ class IdConvertor(StringConvertor):
     """`{name:id}`: 1 to MAX_TEXT of A-Z a-z 0-9 _ - (what ids are made of); any other path
     matches no route, so it is 404 before a handler, the ledger or the telemetry sees it."""
 
-    regex = f"[A-Za-z0-9_-]{{1,{MAX_TEXT}}}"
+    regex = ID
 
 
 register_url_convertor("id", IdConvertor())

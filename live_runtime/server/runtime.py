@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from creator_econ.settings import RuntimeSettings
 from live_runtime.ledger import books, earnings, sessions
+from live_runtime.ledger.reader import LedgerReader
 from live_runtime.ledger.schema import open_ledger
 from live_runtime.ledger.writer import Idempotency, LedgerWriter, Operation, Outcome
 from live_runtime.payments.sandbox import Sandbox, new_secret
@@ -70,6 +71,7 @@ class Runtime:
             open_ledger(config.db), config.signups_per_minute, config.failed_sign_ins_per_minute
         )
         self.payments = Sandbox(config.webhook_secret)
+        self.reader = LedgerReader(config.db, config.source)
 
     def _mark_relayed(self, seqs: list[int]) -> None:
         def mark(tx) -> tuple[int, dict]:
@@ -81,6 +83,10 @@ class Runtime:
     async def run(self, operation: Operation, idempotency: Idempotency | None = None) -> Response:
         outcome = await self.writer.run(operation, idempotency)
         return self.respond(outcome)
+
+    async def read(self, operation: Operation) -> Response:
+        """A read-only operation, answered from its own connection beside the writer."""
+        return self.respond(await self.reader.run(operation))
 
     def respond(self, outcome: Outcome) -> Response:
         for session_id, message in outcome.pushes:
@@ -137,6 +143,7 @@ class Runtime:
             self.rooms.close(room.session_id)
         await asyncio.to_thread(self.relay.stop)  # drains through the writer, so before it
         self.writer.stop()
+        self.reader.stop()
 
 
 class LedgerInUse(ValueError):

@@ -35,7 +35,7 @@ async def start_session(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     caller(request)
     session_id = request.path_params["session_id"]
-    return await runtime_of(request).run(partial(sessions.get_session, session_id=session_id))
+    return await runtime_of(request).read(partial(sessions.get_session, session_id=session_id))
 
 
 async def invite(request: Request) -> Response:
