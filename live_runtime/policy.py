@@ -68,6 +68,8 @@ class Policy:
     coin_packs: dict[int, int]  # coins -> price
     channels: dict[str, ChannelFees]
     gift_platform_fee_bps: int
+    host_floor_bps: int  # the least share of the hosts' part any present host gets
+    max_hosts: int
     commission_bps: int
     order_processor_bps: int
     order_processor_fixed_minor: int
@@ -93,9 +95,9 @@ class Policy:
         host's earnings are the floor of what the rate gives: never more, less by under one
         minor unit. The platform fee is the rest of the value, so the parts add up exactly.
         """
-        total = sum(weights.values())
-        owed = {h: carries.get(h, Fraction(0)) + self.creator_rate * value_minor * w / total
-                for h, w in weights.items()}  # fmt: skip
+        parts = self.host_parts(weights)
+        owed = {h: carries.get(h, Fraction(0)) + self.creator_rate * value_minor * parts[h]
+                for h in weights}  # fmt: skip
         shares = {h: int(o) for h, o in owed.items()}  # o >= 0, so int() is the floor
         for host in reversed(list(shares)):  # small gifts to many hosts: never a negative fee
             excess = sum(shares.values()) - value_minor
@@ -104,6 +106,21 @@ class Policy:
             shares[host] -= min(excess, shares[host])
         carried = {h: owed[h] - shares[h] for h in owed}
         return GiftSplit(value_minor - sum(shares.values()), shares, carried)
+
+    def host_parts(self, weights: Mapping[str, int]) -> dict[str, Fraction]:
+        """Each present host's part of the hosts' share: by weight, but never below the floor
+        (host_floor_bps); what the floor lifts comes from the others in proportion to theirs."""
+        floor = Fraction(self.host_floor_bps, BPS)
+        lifted: set[str] = set()
+        while True:
+            rest = {h: w for h, w in weights.items() if h not in lifted}
+            left = 1 - floor * len(lifted)
+            total = sum(rest.values())
+            parts = {h: left * w / total for h, w in rest.items()}
+            below = {h for h, p in parts.items() if p < floor}
+            if not below:
+                return {**{h: floor for h in lifted}, **parts}
+            lifted |= below
 
     def order_fees(self, gross_minor: int) -> tuple[int, int]:
         """(payment_fee, commission) of a paid order; the creator nets the rest."""
@@ -171,6 +188,8 @@ def _parse(raw: dict) -> Policy:
         coin_packs={int(p["coins"]): int(p["price_minor"]) for p in raw["coin_packs"]},
         channels={name: ChannelFees(**fees) for name, fees in raw["channels"].items()},
         gift_platform_fee_bps=int(raw["gifts"]["platform_fee_bps"]),
+        host_floor_bps=int(raw["gifts"]["host_floor_bps"]),
+        max_hosts=int(raw["gifts"]["max_hosts"]),
         commission_bps=int(commerce["commission_bps"]),
         order_processor_bps=int(commerce["processor_bps"]),
         order_processor_fixed_minor=int(commerce["processor_fixed_minor"]),
@@ -188,7 +207,10 @@ def _check(policy: Policy, path: Path) -> None:
         problems.append(f"unknown currency {policy.currency}")
     if set(policy.channels) != CHANNELS:
         problems.append(f"channels must be exactly {sorted(CHANNELS)}")
+    if policy.max_hosts < 1 or policy.max_hosts * policy.host_floor_bps > BPS:
+        problems.append("gifts: max_hosts must be >= 1, and max_hosts x host_floor_bps <= 10000")
     rates = [policy.gift_platform_fee_bps, policy.commission_bps, policy.order_processor_bps]
+    rates.append(policy.host_floor_bps)
     rates += [c.processor_bps for c in policy.channels.values()]
     rates += [c.store_bps for c in policy.channels.values()]
     if any(not 0 <= r <= BPS for r in rates):

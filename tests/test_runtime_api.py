@@ -697,11 +697,10 @@ def test_accounts_tokens_and_me(api: Client):
     assert user["id"].startswith("u_") and creator["id"].startswith("cr_")
     assert api("GET", "/v1/me", user).json() == {"id": user["id"], "kind": "user", "coins": 0}
     assert api("GET", "/v1/me", creator).json() == {
-        "id": creator["id"],
-        "kind": "creator",
-        "balance_minor": 0,
-        "currency": CURRENCY,
-    }
+        "id": creator["id"], "kind": "creator", "balance_minor": 0, "currency": CURRENCY,
+        "pending_minor": 0, "available_minor": 0, "owed_minor": 0, "paid_out_minor": 0,
+        "payout_threshold_minor": PAYOUT_THRESHOLD, "next_payout_date": None, "holds": [],
+    }  # fmt: skip
     # expires_at is the server's clock at the request plus the TTL, to the millisecond: it
     # lies between this clock read just before the request and just after the answer.
     before = time.time()
@@ -1435,9 +1434,9 @@ def test_payouts_pay_the_whole_balance_past_the_threshold(api: Client):
     assert refund.status_code == 200 and refund.json()["refund_minor"] == 10_000
     shown = api("GET", PAYMENT, buyer, payment_id=order["payment_id"]).json()
     assert shown["status"] == "refunded"
-    assert api.balance(creator) == 0
+    me = api("GET", "/v1/me", creator).json()
+    assert (me["available_minor"], me["owed_minor"], me["paid_out_minor"]) == (0, 8_880, 8_939)
     owed = f"creator:{creator['id']}:owed"
-    assert dict(state(api.server.db)["accounts"])[owed] == -8_880
     with closing(sqlite3.connect(f"file:{api.server.db}?mode=ro", uri=True)) as conn:
         refunded = dict(
             conn.execute(
@@ -1451,10 +1450,11 @@ def test_payouts_pay_the_whole_balance_past_the_threshold(api: Client):
         "platform:refund_costs": -320,
     }  # fmt: skip
     # What the creator earns next repays the debt first: another order of 100 nets 59 (as
-    # above), all of it to the debt: -8,880 + 59 = -8,821, and the balance stays 0.
+    # above), all of it to the debt (once released: the test server holds earnings 0 days):
+    # 8,880 - 59 = 8,821 owed, and nothing available.
     api.order(buyer, cheap, key="cheap-again")
-    assert api.balance(creator) == 0
-    assert dict(state(api.server.db)["accounts"])[owed] == -8_821
+    me = api("GET", "/v1/me", creator).json()
+    assert (me["available_minor"], me["owed_minor"]) == (0, 8_821)
 
 
 def test_the_books_balance(api: Client):
@@ -1496,9 +1496,9 @@ def test_the_books_balance(api: Client):
         "external:processor_fees": 78,  # 45 from the order, 33 from the disputed pack
         "platform:refund_costs": -33,  # the disputed pack's processor fee
         "platform:commission": 40,
-        f"creator:{creator['id']}": 465,  # 50 + 415
+        f"creator:{creator['id']}:pending": 465,  # 50 + 415, held (then released to available)
     }
-    assert api.balance(creator) == 465
+    assert api.balance(creator) == 465  # the test server's hold is 0 days: available at once
     check_books(api.server.db)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,25 +82,40 @@ def session_view(tx: Tx, session_id: str) -> dict[str, Any]:
         "ended_at": ended_at,
         "pinned_product_id": pinned,
         "hosts": [{"creator_id": c, "present": bool(p), "weight": w} for c, p, w in hosts],
+        "split": split_id([(c, w) for c, _, w in hosts]),
     }
+
+
+def split_id(weights: list[tuple[str, int]]) -> str:
+    """Names a split (the hosts and their weights): a co-host joins by accepting this name, so
+    a split changed after they looked is not the one they agree to."""
+    text = ";".join(f"{creator}={weight}" for creator, weight in weights)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def get_session(tx: Tx, session_id: str) -> Result:
     return 200, session_view(tx, session_id)
 
 
-def invite_cohost(tx: Tx, owner_id: str, session_id: str, creator_id: str) -> Result:
+def invite_cohost(
+    tx: Tx, policy: Policy, owner_id: str, session_id: str, creator_id: str, weight: int
+) -> Result:
+    """Invites a co-host at `weight`; the answer (and the session) shows the split they would
+    join, with the policy's floor for every present host."""
     owned_session(tx, session_id, owner_id)
     kind = tx.one("SELECT kind FROM principals WHERE id = ?", (creator_id,))
     if kind is None or kind[0] != "creator":
         raise Refused(404, "not_found", f"no creator {creator_id}")
     (position,) = tx.one("SELECT count(*) FROM session_hosts WHERE session_id = ?", (session_id,))
+    if position >= policy.max_hosts:
+        raise Refused(409, "too_many_hosts", f"a session has at most {policy.max_hosts} hosts")
     tx.conn.execute(
         "INSERT INTO session_hosts (session_id, creator_id, present, weight, position) "
-        "VALUES (?, ?, 0, 1, ?) ON CONFLICT (session_id, creator_id) DO NOTHING",
-        (session_id, creator_id, position),
+        "VALUES (?, ?, 0, ?, ?) ON CONFLICT (session_id, creator_id) DO NOTHING",
+        (session_id, creator_id, weight, position),
     )
-    return 201, session_view(tx, session_id)
+    _push_split(tx, session_id)
+    return 201, session_view(tx, session_id) | {"host_floor_bps": policy.host_floor_bps}
 
 
 def _host_row(tx: Tx, session_id: str, creator_id: str) -> tuple:
@@ -140,10 +156,22 @@ def _set_presence(tx: Tx, policy: Policy, session_id: str, creator_id: str, pres
     tx.push(session_id, {"type": "hosts", "creator_ids": hosts_present(tx, session_id)})
 
 
-def join_session(tx: Tx, policy: Policy, creator_id: str, session_id: str) -> Result:
-    present, _ = _host_row(tx, session_id, creator_id)
+def join_session(
+    tx: Tx, policy: Policy, creator_id: str, session_id: str, accept_split: str | None = None
+) -> Result:
+    """A host goes live. A co-host names the split they accept (`split` of the session view):
+    a split changed since they looked is refused with the current one."""
+    present, position = _host_row(tx, session_id, creator_id)
     if present:
         raise Refused(409, "already_present", f"{creator_id} is already live in {session_id}")
+    current = session_view(tx, session_id)
+    if position != 0 and accept_split != current["split"]:
+        raise Refused(
+            409,
+            "split_not_accepted",
+            f"join by accepting the session's split {current['split']}: "
+            + ", ".join(f"{h['creator_id']} weight {h['weight']}" for h in current["hosts"]),
+        )
     _set_presence(tx, policy, session_id, creator_id, 1)
     return 200, session_view(tx, session_id)
 
@@ -172,7 +200,14 @@ def set_split(tx: Tx, owner_id: str, session_id: str, weights: dict[str, int]) -
         "UPDATE session_hosts SET weight = ? WHERE session_id = ? AND creator_id = ?",
         [(w, session_id, c) for c, w in weights.items()],
     )
+    _push_split(tx, session_id)  # it applies to the gifts after this one commits
     return 200, session_view(tx, session_id)
+
+
+def _push_split(tx: Tx, session_id: str) -> None:
+    """Tells everyone watching the session, hosts included, the split now in force."""
+    view = session_view(tx, session_id)
+    tx.push(session_id, {"type": "split", "split": view["split"], "hosts": view["hosts"]})
 
 
 def meter_session(tx: Tx, policy: Policy, session_id: str, viewer_seconds: float) -> Result:

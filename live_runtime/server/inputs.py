@@ -17,6 +17,7 @@ MAX_DEPTH = 32  # arrays and objects inside one another; the body itself is dept
 # a field's range is out_of_range (422). An int64 has 19 digits: the margin keeps 10**30 a
 # range error, and Python's own cap on int(str), 4,300 digits, is never reached.
 MAX_INT_DIGITS = 40
+MAX_WEIGHT, MAX_WEIGHTS = 1_000_000, 100  # a host's split weight; hosts named in one split
 ID = f"[A-Za-z0-9_-]{{1,{MAX_TEXT}}}"  # what ids are made of, in paths and query strings
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # only a lone one: json joins a pair
 
@@ -130,7 +131,9 @@ def weights(body: dict, name: str) -> dict[str, int]:
     value = body.get(name)
     if not isinstance(value, dict) or not value:
         raise BadRequest(422, "invalid_field", f"{name} must map creator ids to weights")
-    return {str(k): integer(value, k, 1, 1_000_000) for k in value}
+    if len(value) > MAX_WEIGHTS:
+        raise BadRequest(422, "invalid_field", f"{name} names at most {MAX_WEIGHTS} hosts")
+    return {str(k): integer(value, k, 1, MAX_WEIGHT) for k in value}
 
 
 def idempotency_key(request: Request) -> str:

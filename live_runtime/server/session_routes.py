@@ -44,15 +44,27 @@ async def invite(request: Request) -> Response:
     return await runtime.run(
         partial(
             sessions.invite_cohost,
+            policy=runtime.policy,
             owner_id=creator.id,
             session_id=request.path_params["session_id"],
             creator_id=inputs.text(body, "creator_id"),
+            weight=inputs.integer(body, "weight", 1, inputs.MAX_WEIGHT) if "weight" in body else 1,
         )
     )
 
 
 async def join(request: Request) -> Response:
-    return await _presence(request, sessions.join_session)
+    runtime, creator = runtime_of(request), caller(request, "creator")
+    body, _ = await inputs.json_body(request)
+    return await runtime.run(
+        partial(
+            sessions.join_session,
+            policy=runtime.policy,
+            creator_id=creator.id,
+            session_id=request.path_params["session_id"],
+            accept_split=inputs.optional_text(body, "accept_split"),
+        )
+    )
 
 
 async def leave(request: Request) -> Response:
