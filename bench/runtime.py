@@ -12,8 +12,12 @@ For each round, and in each round first with group commit (the default) and then
 2. drive it with `loadgen.scenario.run_load` (the code `creator-econ runtime load` runs) in
    this process: setup, then `--users` viewers in a closed loop for `--duration` seconds;
 3. stop the server gracefully (SIGTERM: the relay drains and seals its file), then count the
-   telemetry events in sealed files against the ledger's money movements, and check the
-   ledger's invariants.
+   telemetry events in sealed files against the ledger's money movements (coin refunds
+   included), check that each payment the sandbox provider confirmed moved money once and
+   no other did, and check the ledger's invariants.
+
+The load's purchases and orders are pending payments that its users confirm at the sandbox
+provider (`POST /sandbox/v1/payment_intents/{id}/confirm`), as `runtime load` does.
 
 The load runs in this process rather than as a `runtime load` subprocess: this process does
 nothing else during the window, so the measurement is the same, and it gets the report's
@@ -60,11 +64,14 @@ GIFTS_TARGET = 2_000  # gifts/s with group commit
 P99_TARGET_MS = 50.0
 MONEY_EVENTS = {
     "coins_purchased": "purchase",
+    "coins_refunded": "coin_refund",
     "gift_sent": "gift",
     "order_paid": "order",
     "order_refunded": "refund",
     "payout_issued": "payout",
 }
+# Movements without a telemetry event: earnings leaving their hold for the available balance.
+SILENT_MOVEMENTS = ("release",)
 MODES = {"group commit": [], "one commit per operation": ["--no-group-commit"]}
 TICKS = os.sysconf("SC_CLK_TCK")
 _STARTED = time.perf_counter()
@@ -230,6 +237,12 @@ def ledger_check(root: Path) -> dict:
     conn = sqlite3.connect(root / "ledger.db")
     try:
         movements = dict(conn.execute("SELECT kind, count(*) FROM movements GROUP BY kind"))
+        paid = dict(
+            conn.execute(
+                "SELECT kind, count(*) FROM payments "
+                "WHERE status IN ('succeeded', 'refunded', 'disputed') GROUP BY kind"
+            )
+        )
         outbox = conn.execute("SELECT count(*), sum(relayed) FROM outbox").fetchone()
         unbalanced_units = conn.execute(
             "SELECT count(*) FROM "
@@ -241,15 +254,18 @@ def ledger_check(root: Path) -> dict:
     finally:
         conn.close()
     money = Counter({kind: events[event] for event, kind in MONEY_EVENTS.items()})
+    told = Counter({k: n for k, n in movements.items() if k not in SILENT_MOVEMENTS})
     return {
         "sealed_files": len(files),
         "files_left_open": len(left_open),
         "telemetry_events": sum(events.values()),
         "money_events": sum(money.values()),
-        "movements": sum(movements.values()),
+        "movements": sum(told.values()),
         "outbox_rows": outbox[0],
         "outbox_relayed": outbox[1] or 0,
-        "money_events_match": +money == Counter(movements) and not left_open,
+        "money_events_match": +money == +told and not left_open,
+        # each confirmed payment (later reversed or not) is one purchase or order movement
+        "payments_match": all(paid.get(k, 0) == movements.get(k, 0) for k in ("purchase", "order")),
         "invariants_hold": unbalanced_units == 0 and overdrawn == 0,
         "events_by_type": dict(events),
     }
@@ -395,7 +411,8 @@ def sanity_line(run: dict) -> str:
         f"{run['mode']} (round {run['round']}): {led['telemetry_events']:,} telemetry events in "
         f"{led['sealed_files']} sealed files, {led['money_events']:,} of them money events; "
         f"ledger movements {led['movements']:,} "
-        f"({'match' if led['money_events_match'] else 'MISMATCH'}); invariants "
+        f"({'match' if led['money_events_match'] else 'MISMATCH'}); confirmed payments "
+        f"{'match' if led['payments_match'] else 'MISMATCH'} purchases and orders; invariants "
         f"{'hold' if led['invariants_hold'] else 'BROKEN'}; load "
         f"{'ok' if run['ok'] else 'UNEXPECTED ' + json.dumps(run['unexpected'])}"
     )
@@ -522,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sane(run: dict) -> bool:
-    return run["ledger"]["money_events_match"] and run["ledger"]["invariants_hold"]
+    led = run["ledger"]
+    return led["money_events_match"] and led["payments_match"] and led["invariants_hold"]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The runtime's API as the load generator sees it: accounts, requests timed as they return,
-and the setup a run needs (creators live with products and co-hosts, viewers watching)."""
+payments confirmed at the sandbox provider, and the setup a run needs (creators live with
+products and co-hosts, viewers watching)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,22 @@ def _packs_in_openapi(spec: dict[str, Any]) -> list[int]:
         return []
 
 
+async def pay(api: RuntimeApi, pending: dict[str, Any], action: str = "confirm") -> bool:
+    """What the payer does at the sandbox provider with a pending payment's client secret
+    (`confirm` or `decline`); it answers once the runtime has applied the provider's signed
+    notification. True when it was applied; a failure is already counted."""
+    path = f"/sandbox/v1/payment_intents/{pending['payment_id']}/{action}"
+    body = {"client_secret": pending["client_secret"]}
+    answer = await api.call("payment", "POST", path, None, body, expect=(200,))
+    if answer is None:
+        return False
+    outcome = answer.body.get("notification", {}).get("outcome")
+    if outcome != "applied":
+        api.rec.problem("payment", f"{action} not applied", f"{pending['payment_id']}: {outcome}")
+        return False
+    return True
+
+
 async def go_live(api: RuntimeApi, creators: list[Actor]) -> list[Live]:
     """Every creator starts a session; some invite the next creator as a co-host, some set
     the split, most create a product, list their products and pin one."""
@@ -214,10 +231,13 @@ async def _pin_product(api: RuntimeApi, creator: Actor, session_id: str, i: int)
 
 
 async def _add_cohost(api: RuntimeApi, live: Live, guest: Actor, weighted: bool) -> None:
+    """The owner invites the next creator, who joins accepting the split the invitation
+    shows (every host's weight)."""
     base = f"/v1/sessions/{live.id}"
     body = {"creator_id": guest.id}
-    await _required(api, "invite a co-host", "POST", f"{base}/cohosts", live.owner, body)
-    await _required(api, "join as co-host", "POST", f"{base}/join", guest)
+    invited = await _required(api, "invite a co-host", "POST", f"{base}/cohosts", live.owner, body)
+    accept = {"accept_split": invited.body["split"]}
+    await _required(api, "join as co-host", "POST", f"{base}/join", guest, accept)
     if weighted:
         body = {"weights": {live.owner.id: 3, guest.id: 1}}
         await _required(api, "set the split", "PUT", f"{base}/split", live.owner, body)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-KINDS = ("gift", "purchase", "order", "other")
+# A purchase or an order asks for a pending payment; `payment` is the payer confirming it at
+# the sandbox provider (which answers once the runtime has applied the notification).
+KINDS = ("gift", "purchase", "order", "payment", "other")
 
 
 @dataclass

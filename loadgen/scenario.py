@@ -4,8 +4,10 @@ It drives a running server over HTTP and WebSocket from one asyncio loop, the wa
 would: creators start sessions (some with a co-host, a custom split, a pinned product), users
 buy coin packs, watch a session over a WebSocket and send gifts as fast as the server answers
 (a closed loop), sometimes buy the pinned product, and retry a gift now and then with the
-same Idempotency-Key to check the retry moves nothing. At the end creators end their sessions
-and ask for payouts. Latency is measured per kind of request.
+same Idempotency-Key to check the retry moves nothing. A purchase or an order is a pending
+payment until the user confirms it at the sandbox payment provider: only then are the coins
+credited or the order paid. Sellers refund some orders. At the end creators end their
+sessions and ask for payouts. Latency is measured per kind of request.
 
 The generator shares the machine with the server, so it stays light: bodies are encoded once
 per request without a client-side model, pushed WebSocket messages are counted, not parsed,
@@ -32,6 +34,7 @@ from loadgen.api import (
     connect_viewer,
     create_account,
     go_live,
+    pay,
 )
 from loadgen.report import KINDS, KindReport, KindStats, LoadReport, Recorder
 
@@ -116,17 +119,20 @@ class Load:
     # One user's actions ------------------------------------------------------------------
 
     async def buy(self, viewer: WatchingUser) -> None:
+        """A coin pack: asked for (a pending payment), then confirmed at the sandbox provider.
+        The answers carry no balance: the next gift's answer shows whether it was credited."""
         rng = viewer.user.rng
         coins = rng.choices(self.packs, self.pack_weights)[0]
         channel = rng.choices(list(CHANNEL_WEIGHTS), list(CHANNEL_WEIGHTS.values()))[0]
         body = {"coins": coins, "channel": channel}
-        answer = await self.api.call(
-            "purchase", "POST", "/v1/wallet/purchases", viewer.user, body, viewer.user.key()
-        )
-        if answer is None:
-            viewer.unsure = True
-        else:
-            self._balance(viewer, "purchase", answer.body["balance_coins"], viewer.coins + coins)
+        pending = await self.api.call(
+            "purchase", "POST", "/v1/wallet/purchases", viewer.user, body, viewer.user.key(),
+            expect=(202,),
+        )  # fmt: skip
+        if pending is None or not await pay(self.api, pending.body):
+            viewer.unsure = True  # perhaps credited: the next balance is news
+            return
+        viewer.coins += coins
 
     def _balance(self, viewer: WatchingUser, kind: str, reported: int, expected: int) -> None:
         """Only this user moves this wallet, so every reported balance is predictable."""
@@ -176,11 +182,13 @@ class Load:
             "quantity": viewer.user.rng.choice((1, 1, 1, 2, 3)),
             "session_id": live.id,
         }
-        answer = await self.api.call(
-            "order", "POST", "/v1/orders", viewer.user, body, viewer.user.key()
+        pending = await self.api.call(
+            "order", "POST", "/v1/orders", viewer.user, body, viewer.user.key(), expect=(202,)
         )
-        if answer is not None and viewer.user.rng.random() < REFUND_SHARE:
-            self.orders[answer.body["creator_id"]].append(answer.body["order_id"])
+        if pending is None or not await pay(self.api, pending.body):
+            return
+        if viewer.user.rng.random() < REFUND_SHARE:  # paid: the seller may refund it later
+            self.orders[pending.body["creator_id"]].append(pending.body["order_id"])
 
     async def look(self, viewer: WatchingUser) -> None:
         if viewer.user.rng.random() < 0.5:
@@ -207,11 +215,10 @@ class Load:
         clock = asyncio.get_running_loop().time
         while clock() < deadline:
             await asyncio.sleep(min(creator.rng.uniform(0.5, 1.5), max(0.0, deadline - clock())))
-            pending = self.orders[creator.id]
-            if pending:
-                order_id = pending.pop(0)
-                body = {"reason": "requested_by_buyer"}
-                await self.api.call("other", "POST", f"/v1/orders/{order_id}/refund", creator, body)
+            paid = self.orders[creator.id]
+            if paid:  # the provider refunds the buyer; no body is needed
+                order_id = paid.pop(0)
+                await self.api.call("other", "POST", f"/v1/orders/{order_id}/refund", creator)
 
     # The window and the end --------------------------------------------------------------
 

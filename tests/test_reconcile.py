@@ -54,35 +54,45 @@ def run_pipeline(telemetry: Path, data: Path, ledger: Path) -> subprocess.Comple
 
 
 def drive(api: Api) -> None:
-    """Purchases, gifts in a two-host session (one too small to give the guest a share),
-    orders, a refund and a payout, plus a refused gift: telemetry that moves no money."""
+    """Purchases and orders paid through the sandbox provider, gifts in a two-host session
+    (one too small to give the guest a share), a refunded order, a disputed coin purchase and
+    a payout, plus a refused gift and a declined payment: telemetry that moves no money."""
 
     def ok(response) -> dict:
         assert response.is_success, response.text
         return response.json()
 
+    def paid(pending: dict) -> dict:
+        confirmed = ok(api.pay(pending))
+        assert confirmed["notification"]["outcome"] == "applied", confirmed
+        return pending
+
     fan, regular = api.account("user"), api.account("user")
     owner, guest = api.account("creator"), api.account("creator")
-    ok(api.call("POST", "/v1/wallet/purchases", fan, "p1", json={"coins": 17500, "channel": "ios"}))
-    for key in ("p2", "p2"):  # a retried request buys once
-        ok(
-            api.call(
-                "POST", "/v1/wallet/purchases", regular, key, json={"coins": 70, "channel": "web"}
-            )
-        )
+    api.buy(fan, 17500, "ios", key="p1")
+    buy = {"coins": 70, "channel": "web"}
+    first = api.call("POST", "/v1/wallet/purchases", regular, "p2", json=buy)
+    again = api.call("POST", "/v1/wallet/purchases", regular, "p2", json=buy)  # a retry
+    assert ok(again) == ok(first)  # the same pending payment,
+    paid(first.json())
+    assert api.pay(again.json()).status_code == 409  # confirmed once: it buys once
+    declined = ok(api.call("POST", "/v1/wallet/purchases", regular, "p3", json=buy))
+    assert ok(api.pay(declined, "decline"))["notification"]["outcome"] == "applied"
+    disputed = api.buy(fan, 350, "web", key="p4")
     session = ok(api.call("POST", "/v1/sessions", owner, json={"quality": "480p"}))["session_id"]
     live = f"/v1/sessions/{session}"
-    ok(api.call("POST", f"{live}/cohosts", owner, json={"creator_id": guest["id"]}))
-    ok(api.call("POST", f"{live}/join", guest))
+    invited = ok(api.call("POST", f"{live}/cohosts", owner, json={"creator_id": guest["id"]}))
+    ok(api.call("POST", f"{live}/join", guest, json={"accept_split": invited["split"]}))
     ok(api.call("PUT", f"{live}/split", owner, json={"weights": {owner["id"]: 2, guest["id"]: 1}}))
     for key, who, coins in [("g1", fan, 11_000), ("g2", regular, 69), ("g3", regular, 1)]:
         ok(api.call("POST", f"{live}/gifts", who, key, json={"coins": coins}))
     assert api.call("POST", f"{live}/gifts", regular, "g4", json={"coins": 5}).status_code == 402
+    ok(api.pay(disputed, "dispute"))  # takes back the coins the fan still holds
     product = ok(api.call("POST", "/v1/products", owner, json={"name": "mug", "price_minor": 2500}))
     order = {"product_id": product["product_id"], "session_id": session}
-    ok(api.call("POST", "/v1/orders", fan, "o1", json=order | {"quantity": 2}))
-    refunded = ok(api.call("POST", "/v1/orders", regular, "o2", json=order | {"quantity": 1}))
-    ok(api.call("POST", f"/v1/orders/{refunded['order_id']}/refund", owner, json={}))
+    paid(ok(api.call("POST", "/v1/orders", fan, "o1", json=order | {"quantity": 2})))
+    refunded = paid(ok(api.call("POST", "/v1/orders", regular, "o2", json=order | {"quantity": 1})))
+    ok(api.call("POST", f"/v1/orders/{refunded['order_id']}/refund", owner))
     ok(api.call("POST", "/v1/payouts", owner, "po1"))
     ok(api.call("POST", f"{live}/end", owner))
 
@@ -112,7 +122,8 @@ def test_ledger_and_warehouse_agree_after_a_run(books: Books):
     assert re.fullmatch(r"ledger and warehouse agree on \d+ days?", lines[-1]), result.stdout
     totals = {line.split()[1]: line.split()[2:] for line in lines if line.startswith("total")}
     assert totals["gifts"] == ["3", "3", "0"]
-    assert totals["coin_purchases"] == ["2", "2", "0"]
+    assert totals["coin_purchases"] == ["3", "3", "0"]  # confirmed; not the declined one
+    assert totals["coin_refunds"] == ["1", "1", "0"]
     assert totals["orders"] == ["2", "2", "0"]
     assert totals["refunds"] == ["1", "1", "0"]
     assert totals["payouts"] == ["1", "1", "0"]

@@ -329,6 +329,12 @@ class Client:
         body = {"product_id": product_id, "quantity": quantity, "session_id": session_id}
         return self.paid(self("POST", ORDERS, buyer, key or uuid.uuid4().hex, json=body))
 
+    def join(self, cohost: dict, session_id: str) -> httpx.Response:
+        """A co-host joins by accepting the split the session shows them now."""
+        split = self("GET", SESSION, cohost, session_id=session_id).json()["split"]
+        body = {"accept_split": split}
+        return self("POST", f"{SESSION}/join", cohost, json=body, session_id=session_id)
+
     def user_with(self, *packs: int) -> dict:
         """A new user who bought these coin packs on the web, paid."""
         user = self.account("user")
@@ -588,7 +594,12 @@ def test_the_hand_worked_figures_assume_the_shipped_policy():
         "ios": in_app,
         "android": in_app,
     }
-    assert shipped["gifts"] == {"platform_fee_bps": 5000}
+    # Each present host gets at least 10% of the hosts' part: no split below is low enough.
+    assert shipped["gifts"] == {"platform_fee_bps": 5000, "host_floor_bps": 1000, "max_hosts": 10}
+    # Earnings are held 7 days; test servers hold them 0 days (runtime_server.RuntimeProcess),
+    # so what a test earns is available at once, as the figures below assume.
+    assert shipped["payout_hold_days"] == 7
+    assert shipped["refunds"] == {"processor_fee_borne_by": "platform"}
     assert shipped["commerce"] == {
         "commission_bps": 800, "processor_bps": 290, "processor_fixed_minor": 30,
         "max_price_minor": MAX_PRICE_MINOR, "max_quantity": MAX_QUANTITY,
@@ -902,8 +913,13 @@ def bad_input_cases(
     start += [Bad({"record": "yes"}, wrong), Bad({"region": 5}, wrong)]
     weights = [Bad({"weights": w}, code) for w, code in [
         ({}, wrong), ([1], wrong), ({creator["id"]: 0}, out), ({creator["id"]: 1.5}, wrong),
-        ({"cr_nobody": 1}, "invalid"),
+        ({"cr_nobody": 1}, "invalid"), ({f"cr_{n}": 1 for n in range(101)}, wrong),
     ]]  # fmt: skip
+    invite = [Bad({"creator_id": 7}, wrong)]
+    invite += [Bad({"creator_id": creator["id"], "weight": w}, code) for w, code in [
+        (0, out), (1_000_001, out), (1.5, wrong), ("2", wrong), (None, missing),
+    ]]  # fmt: skip
+    join = [Bad({"accept_split": s}, wrong) for s in (5, "", "x" * 201)]
     secret = [Bad({"client_secret": s}, code) for s, code in [
         (None, missing), (5, wrong), ("", wrong), ("x" * 201, wrong),
         (f"{pending['payment_id']}_secret_forged", "not_found"),
@@ -936,7 +952,8 @@ def bad_input_cases(
         ((creator, "POST", "/v1/products", {}), NOT_OBJECTS + price),
         ((creator, "POST", "/v1/sessions", {}), NOT_OBJECTS + start),
         ((creator, "PUT", f"{SESSION}/split", live), NOT_OBJECTS + weights),
-        ((creator, "POST", f"{SESSION}/cohosts", live), [Bad({"creator_id": 7}, wrong)]),
+        ((creator, "POST", f"{SESSION}/cohosts", live), invite),
+        ((creator, "POST", f"{SESSION}/join", live), NOT_OBJECTS + join),
         ((creator, "POST", f"{SESSION}/pin", live), [Bad({}, missing)]),
     ]
     return [(route, bad) for route, bads in routes for bad in bads]
@@ -1153,7 +1170,7 @@ def test_gifts_split_between_present_hosts_equally_then_by_weight(api: Client):
     for guest in (cohost, invited):
         invite = {"creator_id": guest["id"]}
         api("POST", f"{SESSION}/cohosts", owner, json=invite, session_id=session)
-    assert api("POST", f"{SESSION}/join", cohost, session_id=session).status_code == 200
+    assert api.join(cohost, session).status_code == 200
 
     def gift(coins: int, key: str) -> tuple[int, dict[str, int]]:
         response = api("POST", GIFTS, user, key, json={"coins": coins}, session_id=session)
@@ -1176,7 +1193,7 @@ def test_gifts_split_between_present_hosts_equally_then_by_weight(api: Client):
     # = 13 -> 13, carries 0. Fee 102 - 51 = 51.
     assert gift(102, "g-weighted") == (51, {owner["id"]: 38, cohost["id"]: 13})
 
-    assert api("POST", f"{SESSION}/join", invited, session_id=session).status_code == 200
+    assert api.join(invited, session).status_code == 200
     # Weights 3 : 1 : 5 (total 9). Value 14: the hosts are owed 7; owner 7 * 3/9 = 2.33, + 0.5
     # = 2.83 -> 2, carries 0.83; co-host 7/9 = 0.78 -> 0, carries 0.78; invited 35/9 = 3.89 ->
     # 3, carries 0.89. Fee 14 - 5 = 9.
@@ -1272,11 +1289,11 @@ def test_session_lifecycle(api: Client):
         json={"region": "eu-west", "quality": "1080p", "record": True},
     )
     session = started.json()["session_id"]
-    assert started.json() | {"session_id": None, "started_at": None} == {
+    assert started.json() | {"session_id": None, "started_at": None, "split": None} == {
         "session_id": None, "owner_id": owner["id"], "region": "eu-west", "quality": "1080p",
         "record": True, "status": "live", "started_at": None, "ended_at": None,
         "pinned_product_id": None,
-        "hosts": [{"creator_id": owner["id"], "present": True, "weight": 1}],
+        "hosts": [{"creator_id": owner["id"], "present": True, "weight": 1}], "split": None,
     }  # fmt: skip
     assert api("GET", SESSION, viewer, session_id=session).json() == started.json()
 
@@ -1286,14 +1303,18 @@ def test_session_lifecycle(api: Client):
     invited = do(owner, "cohosts", {"creator_id": cohost["id"]})
     assert invited.status_code == 201
     assert invited.json()["hosts"][1] == {"creator_id": cohost["id"], "present": False, "weight": 1}
-    assert do(cohost, "join").json()["hosts"][1]["present"] is True
-    assert error(do(cohost, "join")) == (409, "already_present")
+    assert invited.json()["host_floor_bps"] == 1_000  # gifts.host_floor_bps: 10%
+    accept = {"accept_split": invited.json()["split"]}
+    assert invited.json()["split"] != started.json()["split"]  # the hosts changed
+    assert error(do(cohost, "join")) == (409, "split_not_accepted")  # a co-host must accept it
+    assert do(cohost, "join", accept).json()["hosts"][1]["present"] is True
+    assert error(do(cohost, "join", accept)) == (409, "already_present")
     assert error(do(stranger, "join")) == (403, "forbidden")
     assert error(do(stranger, "leave")) == (403, "forbidden")
     assert error(do(owner, "leave")) == (409, "owner_cannot_leave")
     assert do(cohost, "leave").json()["hosts"][1]["present"] is False
     assert error(do(cohost, "leave")) == (409, "not_present")
-    assert do(cohost, "join").status_code == 200
+    assert do(cohost, "join", accept).status_code == 200
     assert error(do(owner, "cohosts", {"creator_id": "cr_nobody"})) == (404, "not_found")
     assert error(do(owner, "cohosts", {"creator_id": viewer["id"]})) == (404, "not_found")
     assert error(api("GET", SESSION, viewer, session_id="s_none")) == (404, "not_found")
@@ -1317,12 +1338,13 @@ def test_products_pins_checkout_and_refund(api: Client):
     first, second = api.product(seller, 2_500, "hoodie"), api.product(seller, 999, "sticker")
     listed = api("GET", "/v1/creators/{creator_id}/products", buyer, creator_id=seller["id"])
     assert [p["product_id"] for p in listed.json()["products"]] == [first, second]
+    assert listed.json()["next"] is None  # one page
     assert listed.json()["products"][0] == {
         "product_id": first, "creator_id": seller["id"], "name": "hoodie",
         "price_minor": 2_500, "currency": CURRENCY,
     }  # fmt: skip
     nobody = api("GET", "/v1/creators/{creator_id}/products", buyer, creator_id="cr_nobody")
-    assert nobody.json() == {"products": []}
+    assert nobody.json() == {"products": [], "next": None}
     session = api.live(seller)
     pinned = api("POST", f"{SESSION}/pin", seller, json={"product_id": first}, session_id=session)
     assert pinned.json()["pinned_product_id"] == first
@@ -1516,7 +1538,7 @@ def test_telemetry_after_a_graceful_stop(tmp_path: Path):
         api(
             "POST", f"{SESSION}/cohosts", owner, json={"creator_id": cohost["id"]}, session_id=ended
         )
-        api("POST", f"{SESSION}/join", cohost, session_id=ended)
+        api.join(cohost, ended)
         gift = api("POST", GIFTS, fan, "g1", json={"coins": 11}, session_id=ended).json()
         # 11: the two equal hosts are owed 5.5, 2.75 each -> 2 and 2; the fee is 11 - 4 = 7.
         assert (gift["platform_fee_minor"], [s["share_minor"] for s in gift["splits"]]) == (

@@ -29,6 +29,10 @@ async def webhook(request: Request) -> Response:
     except InvalidNotification as exc:
         log.warning("payment notification refused: %s", exc)
         return JSONResponse({"error": "invalid_signature", "message": str(exc)}, 400)
+    if not all(isinstance(event.get(k), str) and 0 < len(event[k]) <= 200 for k in ("id", "type")):
+        log.warning("payment notification refused: no event id or type")
+        message = "a notification needs an event id and type (strings of 1 to 200 chars)"
+        return JSONResponse({"error": "invalid_event", "message": message}, 400)
     outcome = await runtime.writer.run(
         partial(payments.apply_notification, policy=runtime.policy, event=event)
     )
@@ -83,6 +87,6 @@ async def sandbox(request: Request) -> Response:
         message = f"the payment is {found.body['status']}; {request.path_params['action']} "
         return JSONResponse({"error": "invalid_state", "message": message + f"needs {wanted}"}, 409)
     delivered = await runtime.payments.notify(event_type, found.body)
-    return JSONResponse(
-        {"event_type": event_type, "notification": delivered.json()}, delivered.status_code
-    )
+    if delivered.status_code != 200:  # the runtime's own refusal, passed on as it is
+        return JSONResponse(delivered.json(), delivered.status_code)
+    return JSONResponse({"event_type": event_type, "notification": delivered.json()})
