@@ -30,7 +30,7 @@ import pytest
 from argon2 import PasswordHasher
 from runtime_server import SHIPPED_LIMITS, Api, RuntimeProcess, new_credentials, wait_for
 from starlette.requests import HTTPConnection
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 SHIPPED_POLICY = Path(__file__).parents[1] / "live_runtime" / "policy_default.toml"
@@ -496,3 +496,33 @@ def test_tokens_expired_for_over_a_day_are_purged_as_tokens_are_issued(tmp_path:
     assert "expired an hour" in left  # expired less than a day ago: still `token_expired`
     assert not left & {"expired two days", "expired a day and a minute"}
     assert accounts.hash_token(made["token"]) in left and len(left) == 3
+
+
+def test_a_socket_open_when_its_token_is_revoked_is_closed(api: Api, server: RuntimeProcess):
+    """Sign-out closes the sockets opened with that token (4401) and no other; revoke-all
+    closes every socket of the account."""
+    owner, fan = api.account("creator"), api.account("user")
+    session = created(api.call("POST", "/v1/sessions", owner, json={}))["session_id"]
+    other = mint(api, fan["token"], ttl_seconds=600)
+    url = f"ws://127.0.0.1:{server.port}/v1/sessions/{session}/live"
+
+    def closed_with(socket_) -> int:
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                socket_.recv(timeout=5)
+        return closed.value.rcvd.code
+
+    with (
+        connect(url, additional_headers={"Authorization": f"Bearer {fan['token']}"}) as first,
+        connect(url, additional_headers={"Authorization": f"Bearer {other['token']}"}) as second,
+    ):
+        for socket_ in (first, second):
+            assert json.loads(socket_.recv(timeout=5))["type"] == "state"
+        signed_out = api.call("DELETE", "/v1/tokens/current", as_token(fan["token"]))
+        assert signed_out.status_code == 204
+        assert closed_with(first) == 4401
+        assert second.recv(timeout=5)  # still open: it is sent the viewer count
+        revoked = api.call("POST", "/v1/tokens/revoke-all", as_token(other["token"]))
+        assert revoked.status_code == 204
+        assert closed_with(second) == 4401
+    assert api.call("POST", f"/v1/sessions/{session}/end", owner).status_code == 200

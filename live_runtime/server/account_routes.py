@@ -138,6 +138,7 @@ async def sign_out(request: Request) -> Response:
         partial(accounts.revoke_token, principal_id=me.principal.id, token_hash=me.token_hash)
     )
     runtime.auth.forget(me.token_hash)
+    runtime.rooms.sign_out(me.principal.id, me.token_hash)
     return Response(status_code=204)
 
 
@@ -147,6 +148,7 @@ async def revoke_all(request: Request) -> Response:
     me = runtime.auth.caller(request)
     await runtime.writer.run(partial(accounts.revoke_all_tokens, principal_id=me.principal.id))
     runtime.auth.forget_principal(me.principal.id)
+    runtime.rooms.sign_out(me.principal.id)
     return Response(status_code=204)
 
 

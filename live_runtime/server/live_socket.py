@@ -36,7 +36,8 @@ async def live(socket: WebSocket) -> None:
     runtime = runtime_of(socket)
     session_id = socket.path_params["session_id"]
     try:
-        viewer_id = runtime.auth.principal(socket).id
+        me = runtime.auth.caller(socket)
+        viewer_id = me.principal.id
     except BadRequest:
         await socket.close(4401, "send Authorization: Bearer <token>")
         return
@@ -53,7 +54,7 @@ async def live(socket: WebSocket) -> None:
         return
     # Submitted as the account's socket count changes, so its joined and left alternate.
     joined = _record(runtime, "viewer_joined", session_id, viewer_id) if first else None
-    viewer = Viewer(viewer_id, socket)
+    viewer = Viewer(viewer_id, socket, me.token_hash)
     try:
         await socket.accept()
         state = await runtime.reader.run(partial(sessions.get_session, session_id=session_id))

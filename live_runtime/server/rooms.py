@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 SEND_QUEUE = 1_000
 SLOW_CONSUMER = 4008  # WebSocket close code: the viewer could not keep up
+SIGNED_OUT = 4401  # WebSocket close code: the socket's token was revoked
 SOCKETS_PER_ACCOUNT = 3  # open sockets one account may hold on one session
 
 
@@ -28,8 +29,10 @@ SOCKETS_PER_ACCOUNT = 3  # open sockets one account may hold on one session
 class Viewer:
     user_id: str
     socket: WebSocket
+    token_hash: str = ""
     outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
     too_slow: bool = False
+    signed_out: bool = False
 
 
 @dataclass
@@ -101,6 +104,14 @@ class Room:
             with contextlib.suppress(asyncio.QueueFull):
                 viewer.outbox.put_nowait(None)
 
+    def sign_out(self, user_id: str, token_hash: str | None) -> None:
+        """Closes the sockets opened with a revoked token (any of the account's if None)."""
+        for viewer in list(self.viewers):
+            if viewer.user_id == user_id and token_hash in (None, viewer.token_hash):
+                viewer.signed_out = True
+                with contextlib.suppress(asyncio.QueueFull):  # a full queue closes it anyway
+                    viewer.outbox.put_nowait(None)
+
     def viewer_count(self) -> dict[str, Any]:
         """The accounts watching, each once however many sockets it has open."""
         return {"type": "viewers", "count": len(self.watching)}
@@ -116,6 +127,8 @@ async def send_loop(viewer: Viewer) -> None:
     with contextlib.suppress(Exception):
         if viewer.too_slow:
             await viewer.socket.close(SLOW_CONSUMER, "too slow to keep up")
+        elif viewer.signed_out:
+            await viewer.socket.close(SIGNED_OUT, "the token was revoked")
         else:
             await viewer.socket.close()
 
@@ -137,6 +150,10 @@ class Rooms:
 
     def __iter__(self):
         return iter(list(self._rooms.values()))
+
+    def sign_out(self, user_id: str, token_hash: str | None = None) -> None:
+        for room in self:
+            room.sign_out(user_id, token_hash)
 
     def push(self, session_id: str, message: dict[str, Any]) -> None:
         room = self._rooms.get(session_id)
