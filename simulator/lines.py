@@ -18,7 +18,8 @@ import pyarrow as pa
 from telemetry.events import EVENT_FIELDS, SCHEMA_VERSION, Field
 
 # Order of event types that share an instant: a session starts before anyone joins it, and
-# people leave and usage is reported before it ends.
+# people leave and usage is reported before it ends. A coin refund comes after the gifts of
+# its instant, which spend from the wallet before it takes coins back (simulator/cashflow.py).
 TIE_ORDER: tuple[str, ...] = (
     "session_started",
     "host_joined",
@@ -29,6 +30,7 @@ TIE_ORDER: tuple[str, ...] = (
     "order_paid",
     "checkout_failed",
     "order_refunded",
+    "coins_refunded",
     "payout_issued",
     "viewer_left",
     "host_left",

@@ -14,7 +14,7 @@ import polars as pl
 
 from simulator.cashflow import Batch, Ledger, coin_purchases, orders
 from simulator.lines import json_list, labels, uuid4_strings
-from simulator.money import CURRENCY, split_gift
+from simulator.money import Money
 from simulator.world import (
     BITRATE_BPS,
     MAX_HOSTS,
@@ -69,6 +69,7 @@ def live_events(
     today: Sessions,
     creators: Creators,
     window: Window,
+    money: Money,
     ledger: Ledger,
 ) -> list[Batch]:
     """Every event of the sessions that start on one day."""
@@ -78,8 +79,8 @@ def live_events(
     batches = session_events(today, creators, window)
     batches += viewer_events(rng, today, visits, gifting, window)
     batches.append(media_usage(today, visits, creators, window))
-    batches += gift_events(rng, today, visits, gifting, window, ledger)
-    batches += live_orders(rng, today, visits, creators, window, ledger)
+    batches += gift_events(rng, today, visits, gifting, window, money, ledger)
+    batches += live_orders(rng, today, visits, creators, window, money, ledger)
     return batches
 
 
@@ -319,9 +320,15 @@ def gift_events(
     visits: Visits,
     gifting: np.ndarray,
     window: Window,
+    money: Money,
     ledger: Ledger,
 ) -> list[Batch]:
-    """Gift streaks during gifting viewers' stays, split between the hosts present then."""
+    """Gift streaks during gifting viewers' stays, split between the hosts present then.
+
+    Hosts present share a gift equally, by the policy's split with each host's carry, so the
+    gifts are split in time order; nobody is present in two sessions at once, so splitting each
+    day's gifts in time order splits every creator's gifts in time order across days.
+    """
     gifter = np.flatnonzero(gifting)
     streak = rng.geometric(1.0 / GIFTS_PER_GIFTING_VISIT, len(gifter))
     visit = np.repeat(gifter, streak)
@@ -338,8 +345,14 @@ def gift_events(
     sent, lost = inside & ~failed, inside & failed
 
     present = hosts_present_at(today, session, offset)
-    fee, share = split_gift(coins, present)
     hosts = today.host[session]
+    value = coins * money.coin_value_minor
+    fee = np.zeros(len(visit), dtype=np.int64)
+    share = np.zeros(present.shape, dtype=np.int64)
+    in_order = np.flatnonzero(sent)[np.argsort(t[sent], kind="stable")]
+    fee[in_order], share[in_order] = money.gifts.split(
+        value[in_order], hosts[in_order], present[in_order]
+    )
     paid = present & sent[:, None]
     ledger.add(hosts[paid], np.broadcast_to(t[:, None], paid.shape)[paid], share[paid])
 
@@ -351,11 +364,11 @@ def gift_events(
             "session_id": today.ids.gather(session[sent]),
             "sender_id": sender[sent],
             "coins": coins[sent],
-            "value_minor": coins[sent],
+            "value_minor": value[sent],
             "splits": _split_list(hosts[sent], present[sent], share[sent]),
             "platform_fee_minor": fee[sent],
         }
-    ).with_columns(user_id("sender_id"), currency=pl.lit(CURRENCY))
+    ).with_columns(user_id("sender_id"), currency=pl.lit(money.currency))
     failures = pl.DataFrame(
         {
             "t": t[lost],
@@ -365,12 +378,13 @@ def gift_events(
             "reason": labels(GIFT_FAILURE_REASONS, reason[lost]),
         }
     ).with_columns(user_id("sender_id"))
-    top_ups = _top_ups(rng, today, visits, gifter, streak, offset, coins, window)
+    top_ups = _top_ups(rng, money, today, visits, gifter, streak, offset, coins, window)
     return [("gift_sent", gifts), ("gift_failed", failures), top_ups]
 
 
 def _top_ups(
     rng: np.random.Generator,
+    money: Money,
     today: Sessions,
     visits: Visits,
     gifter: np.ndarray,
@@ -381,7 +395,7 @@ def _top_ups(
 ) -> Batch:
     """Coins bought by gifting viewers after joining and before their first gift."""
     if len(gifter) == 0:
-        return coin_purchases(rng, gifter, gifter, gifter)
+        return coin_purchases(rng, money, gifter, gifter, gifter)
     streak_start = np.cumsum(streak) - streak
     first_gift = np.minimum.reduceat(offset_us, streak_start)
     wanted = np.add.reduceat(coins, streak_start)
@@ -392,7 +406,7 @@ def _top_ups(
         + (rng.random(len(gifter)) * (first_gift - join_us)).astype(np.int64)
     )
     buys = (rng.random(len(gifter)) < TOP_UP_SHARE) & (t < window.end_us)
-    return coin_purchases(rng, visits.user[gifter][buys], t[buys], wanted[buys])
+    return coin_purchases(rng, money, visits.user[gifter][buys], t[buys], wanted[buys])
 
 
 def live_orders(
@@ -401,6 +415,7 @@ def live_orders(
     visits: Visits,
     creators: Creators,
     window: Window,
+    money: Money,
     ledger: Ledger,
 ) -> list[Batch]:
     """Checkouts during lives, each sold by a selling host present at that moment."""
@@ -415,4 +430,4 @@ def live_orders(
     keep = selling.any(axis=1) & (t < window.end_us)
     seller = today.host[session, slot]
     session_id = today.ids.gather(session[keep])
-    return orders(rng, creators, ledger, t[keep], seller[keep], session_id)
+    return orders(rng, money, creators, ledger, t[keep], seller[keep], session_id)

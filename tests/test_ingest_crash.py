@@ -212,7 +212,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     simulate(
         root / "simulated",
         creators=20,
-        days=8,
+        days=12,
         seed=5,
         duplicate_rate=0.02,
         max_file_bytes=300_000,
