@@ -886,7 +886,7 @@ def bad_input_cases(
     live = {"session_id": session}
     purchase = [Bad({"coins": c, "channel": "web"}, code) for c, code in [
         (0, out), (-70, out), (10**30, out), (10**12, "unknown_pack"), (71, "unknown_pack"),
-        (70.0, wrong), (True, wrong), ("70", wrong), (None, missing),
+        (70.5, wrong), (True, wrong), ("70", wrong), (None, missing),
     ]]  # fmt: skip
     purchase += [Bad({"coins": 70, "channel": c}, wrong) for c in ("fax", 3, "WEB")]
     gift = [Bad({"coins": c}, out) for c in (0, -5, 10**12, MAX_GIFT_COINS + 1)]
@@ -902,11 +902,11 @@ def bad_input_cases(
         ("", wrong), ("x" * 201, wrong), (None, missing),
     ]]  # fmt: skip
     order = [Bad({"product_id": product, "quantity": q}, code) for q, code in [
-        (0, out), (10**6, out), (-1, out), (MAX_QUANTITY + 1, out), (1.0, wrong),
+        (0, out), (10**6, out), (-1, out), (MAX_QUANTITY + 1, out), (1.5, wrong),
         (True, wrong), ("1", wrong), (None, missing),
     ]]  # fmt: skip
     order += [
-        Bad({"product_id": "p_none", "quantity": 1}, "not_found"),
+        Bad({"product_id": "p_none", "quantity": 1}, "unknown_product"),
         Bad({"product_id": product, "quantity": 1, "session_id": 5}, wrong),
     ]
     start = [Bad({"quality": "4k"}, wrong), Bad({"quality": None}, missing)]
@@ -1315,8 +1315,8 @@ def test_session_lifecycle(api: Client):
     assert do(cohost, "leave").json()["hosts"][1]["present"] is False
     assert error(do(cohost, "leave")) == (409, "not_present")
     assert do(cohost, "join", accept).status_code == 200
-    assert error(do(owner, "cohosts", {"creator_id": "cr_nobody"})) == (404, "not_found")
-    assert error(do(owner, "cohosts", {"creator_id": viewer["id"]})) == (404, "not_found")
+    assert error(do(owner, "cohosts", {"creator_id": "cr_nobody"})) == (422, "unknown_creator")
+    assert error(do(owner, "cohosts", {"creator_id": viewer["id"]})) == (422, "unknown_creator")
     assert error(api("GET", SESSION, viewer, session_id="s_none")) == (404, "not_found")
     assert error(api("POST", f"{SESSION}/end", owner, session_id="s_none")) == (404, "not_found")
     ended = do(owner, "end").json()
@@ -1349,7 +1349,7 @@ def test_products_pins_checkout_and_refund(api: Client):
     pinned = api("POST", f"{SESSION}/pin", seller, json={"product_id": first}, session_id=session)
     assert pinned.json()["pinned_product_id"] == first
     missing = api("POST", f"{SESSION}/pin", seller, json={"product_id": "p_x"}, session_id=session)
-    assert error(missing) == (404, "not_found")
+    assert error(missing) == (422, "unknown_product")
 
     def buy(key: str, product: str, quantity: int, live: str | None, money: tuple) -> dict:
         """A checkout: the pending payment carries the fees; the confirmation pays the net."""
@@ -1379,7 +1379,8 @@ def test_products_pins_checkout_and_refund(api: Client):
     outside = buy("outside", second, 1, None, (999, 59, 80, 860))
     assert api.balance(seller) == 7_512  # 6,652 + 860
     unknown_live = {"product_id": first, "quantity": 1, "session_id": "s_none"}
-    assert error(api("POST", ORDERS, buyer, "nowhere", json=unknown_live)) == (404, "not_found")
+    unknown = api("POST", ORDERS, buyer, "nowhere", json=unknown_live)
+    assert error(unknown) == (422, "unknown_session")
     before, events = state(api.server.db), outbox(api.server.db)
     zero_in_live = {"product_id": first, "quantity": 0, "session_id": session}
     assert error(api("POST", ORDERS, buyer, "zero", json=zero_in_live)) == (422, "out_of_range")

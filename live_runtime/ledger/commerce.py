@@ -29,7 +29,7 @@ def product(tx: Tx, product_id: str) -> dict[str, Any]:
         "SELECT creator_id, name, price_minor, currency FROM products WHERE id = ?", (product_id,)
     )
     if row is None:
-        raise Refused(404, "not_found", f"no product {product_id}")
+        raise Refused(422, "unknown_product", f"no product {product_id}")  # a body's id
     creator_id, name, price, currency = row
     return {
         "product_id": product_id,

@@ -96,7 +96,7 @@ def _check_live_of(tx: Tx, session_id: str, creator_id: str) -> None:
     """The session is live and the creator is one of its hosts, present now."""
     session = tx.one("SELECT status FROM sessions WHERE id = ?", (session_id,))
     if session is None:
-        raise Refused(404, "not_found", f"no session {session_id}")
+        raise Refused(422, "unknown_session", f"no session {session_id}")  # a body's id
     host = tx.one(
         "SELECT present FROM session_hosts WHERE session_id = ? AND creator_id = ?",
         (session_id, creator_id),

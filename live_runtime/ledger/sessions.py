@@ -105,7 +105,7 @@ def invite_cohost(
     owned_session(tx, session_id, owner_id)
     kind = tx.one("SELECT kind FROM principals WHERE id = ?", (creator_id,))
     if kind is None or kind[0] != "creator":
-        raise Refused(404, "not_found", f"no creator {creator_id}")
+        raise Refused(422, "unknown_creator", f"no creator {creator_id}")  # a body's id
     (position,) = tx.one("SELECT count(*) FROM session_hosts WHERE session_id = ?", (session_id,))
     if position >= policy.max_hosts:
         raise Refused(409, "too_many_hosts", f"a session has at most {policy.max_hosts} hosts")

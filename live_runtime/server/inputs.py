@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -93,9 +94,14 @@ def _malformed(message: str) -> BadRequest:
 
 
 def integer(body: dict, name: str, low: int = 1, high: int = INT64_MAX) -> int:
+    """An integer field. JSON has one number type, and JSON Schema counts `70.0` an integer:
+    a number with an integral value is that integer (`70.0` is 70; `70.5` is invalid), and
+    then must lie within `low` to `high` (never past the int64 range) like any other."""
     value = body.get(name)
     if value is None:
         raise BadRequest(422, "missing_field", f"{name} is required")
+    if isinstance(value, float) and value.is_integer():  # finite: NaN and Infinity are 400s
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(422, "invalid_field", f"{name} must be an integer")
     if not low <= value <= high:
@@ -157,9 +163,25 @@ PAGE_SIZE, MAX_PAGE_SIZE = 50, 100
 def page(request: Request) -> tuple[int, str | None]:
     """`?limit=` (1 to MAX_PAGE_SIZE, default PAGE_SIZE) and `?after=` (an id) of a list."""
     raw_limit = request.query_params.get("limit", str(PAGE_SIZE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+    limit = _query_integer(raw_limit)
+    if limit is None or not 1 <= limit <= MAX_PAGE_SIZE:
         raise BadRequest(422, "out_of_range", f"limit must be 1 to {MAX_PAGE_SIZE}")
     after = request.query_params.get("after")
     if after is not None and not re.fullmatch(ID, after):
         raise BadRequest(422, "invalid_field", f"after must be an id of 1 to {MAX_TEXT} chars")
-    return int(raw_limit), after
+    return limit, after
+
+
+# A JSON number in a query string: ASCII digits only (str.isdigit also takes "²" and "٣").
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def _query_integer(raw: str) -> int | None:
+    """The integer a query value spells (`5`, `5.0`, `5e0`), or None: not a number, not
+    integral, or beyond the int64 range (compared as a Decimal, never expanded)."""
+    if len(raw) > MAX_INT_DIGITS or _NUMBER.fullmatch(raw) is None:
+        return None
+    number = Decimal(raw)
+    if not -INT64_MAX <= number <= INT64_MAX or number != number.to_integral_value():
+        return None
+    return int(number)

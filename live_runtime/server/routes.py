@@ -110,7 +110,9 @@ def create_app(config: RuntimeConfig, request_timeout: float = REQUEST_TIMEOUT) 
 def error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BadRequest):
         return JSONResponse({"error": exc.code, "message": exc.message}, exc.status)
-    if isinstance(exc, HTTPException):
-        return JSONResponse({"error": "http_error", "message": exc.detail}, exc.status_code)
+    if isinstance(exc, HTTPException):  # its headers too: a 405 says what is Allow-ed
+        return JSONResponse(
+            {"error": "http_error", "message": exc.detail}, exc.status_code, headers=exc.headers
+        )
     log.error("request failed: %r", exc)  # nothing moved: the operation was rolled back
     return JSONResponse({"error": "internal_error", "message": "please retry"}, 500)
