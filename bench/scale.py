@@ -77,7 +77,12 @@ def one_size(target: int, out: Path, seed: int, timeout: float) -> dict:
         last = datetime.fromordinal(last_day).strftime("%Y-%m-%d")
         moved = split_last_day(work / "telemetry", last, work / "last_day")
         say(f"{target:,}: {tel.events:,} events; {moved} files of {last} set aside")
-        full = pipeline_run(work / "telemetry", work / "state", work / "full.log", timeout)
+        try:
+            full = pipeline_run(work / "telemetry", work / "state", work / "full.log", timeout)
+        except SystemExit as failed:  # recorded, and the curve goes on without this point
+            reason = str(failed).splitlines()[-1].removeprefix("error: ")
+            say(f"{target:,}: full run failed: {reason}")
+            return {"target": target, "events": tel.events, "bytes": tel.bytes, "error": reason}
         say(f"{target:,}: full run {full['wall_seconds']:.1f}s, {full['peak_rss'] / GIB:.2f} GiB")
         for path in (work / "last_day" / "sealed").iterdir():
             path.rename(work / "telemetry" / "sealed" / path.name)
@@ -110,6 +115,9 @@ def rows(results: list[dict]) -> list[tuple[str, ...]]:
     )  # fmt: skip
     out = [head]
     for r in results:
+        if "error" in r:
+            out.append((f"{r['events']:,}", "failed", *[""] * 8))
+            continue
         out.append(
             (
                 f"{r['events']:,}",
@@ -133,6 +141,7 @@ def chart(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if "error" not in r]
     events = [r["events"] / 1e6 for r in results]
     fig, (time_ax, rss_ax) = plt.subplots(1, 2, figsize=(10, 4))
     time_ax.plot(events, [r["full"]["wall_seconds"] for r in results], "o-", label="full run")
@@ -157,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--chart", type=Path, help="PNG to draw (default OUT/scale.png)")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds per step at most")
+    parser.add_argument(
+        "--redraw", action="store_true", help="print the table and chart of OUT/results.json only"
+    )
     return parser
 
 
@@ -165,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.redraw:
+        results = json.loads((out / "results.json").read_text())["sizes"]
+        print_table(rows(results), header=())
+        for r in results:
+            if "error" in r:
+                print(f"{r['events']:,} events: {r['error']}")
+        chart(results, args.chart or out / "scale.png")
+        return 0
     targets = [size(s) for s in args.sizes.split(",")]
     need = max(targets) * BYTES_PER_EVENT * DISK_FACTOR
     free = shutil.disk_usage(out).free
@@ -188,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.json").write_text(json.dumps({**meta, "sizes": results}, indent=2))
     print()
     print_table(rows(results), header=())
+    for r in results:
+        if "error" in r:
+            print(f"{r['events']:,} events: {r['error']}")
     chart(results, args.chart or out / "scale.png")
     print(f"\n{time.perf_counter() - started:.0f}s in all; results {out / 'results.json'}")
     return 0
