@@ -96,7 +96,7 @@ def create_principal(
     if kind == "user":
         books.open_accounts(tx.conn, [books.wallet(principal_id)], books.COIN, negative=False)
     else:
-        books.open_accounts(tx.conn, [books.earnings(principal_id)], policy.currency, False)
+        books.open_creator_accounts(tx.conn, [principal_id], policy.currency)
     token, expires_at = issue_token(tx, principal_id, policy.token_ttl_days * 86_400)
     return 201, {"id": principal_id, "kind": kind, "token": token, "expires_at": expires_at}
 

@@ -176,3 +176,13 @@ def open_accounts(conn: sqlite3.Connection, ids: list[str], unit: str, negative:
 def open_platform_books(conn: sqlite3.Connection, currency: str) -> None:
     open_accounts(conn, [COINS_ISSUED], COIN, negative=True)
     open_accounts(conn, list(PLATFORM_BOOKS[1:]), currency, negative=True)
+    # Creators of a ledger older than holds and debts get those accounts once, here.
+    creators = [r[0] for r in conn.execute("SELECT id FROM principals WHERE kind = 'creator'")]
+    open_creator_accounts(conn, creators, currency)
+
+
+def open_creator_accounts(conn: sqlite3.Connection, creators: list[str], currency: str) -> None:
+    """A creator's available, pending (never negative) and owed (never above 0) accounts."""
+    open_accounts(conn, [earnings(c) for c in creators], currency, negative=False)
+    open_accounts(conn, [pending(c) for c in creators], currency, negative=False)
+    open_accounts(conn, [owed(c) for c in creators], currency, negative=True)

@@ -24,7 +24,6 @@ def credit(tx: Tx, policy: Policy, creator_id: str, amount: int) -> dict[str, in
     """Postings that pay `amount` into the creator's pending earnings, held until release."""
     if amount <= 0:
         return {}
-    _open(tx, creator_id)
     releases_on = (tx.now.date() + timedelta(days=policy.payout_hold_days)).isoformat()
     tx.conn.execute(
         "INSERT INTO earnings_holds (creator_id, releases_on, amount_minor) VALUES (?, ?, ?) "
@@ -38,7 +37,6 @@ def credit(tx: Tx, policy: Policy, creator_id: str, amount: int) -> dict[str, in
 def claw_back(tx: Tx, creator_id: str, amount: int) -> dict[str, int]:
     """Postings that take `amount` back: from pending earnings (the latest held first), then
     available ones; the rest becomes a debt."""
-    _open(tx, creator_id)
     from_pending = 0
     holds = tx.conn.execute(
         "SELECT releases_on, amount_minor FROM earnings_holds WHERE creator_id = ? "
@@ -130,12 +128,6 @@ def _next_payout(
         if payable >= policy.payout_threshold_minor:
             return releases_on
     return None
-
-
-def _open(tx: Tx, creator_id: str) -> None:
-    currency = tx.one("SELECT unit FROM accounts WHERE id = ?", (books.PAYMENTS,))[0]
-    books.open_accounts(tx.conn, [books.pending(creator_id)], currency, negative=False)
-    books.open_accounts(tx.conn, [books.owed(creator_id)], currency, negative=True)
 
 
 def _reduce_hold(tx: Tx, creator_id: str, releases_on: str, held: int, amount: int) -> None:
