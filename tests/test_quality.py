@@ -283,7 +283,9 @@ def test_the_check_command_rescans_on_request(loaded, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "error: rows_in_event_index on raw_coins_purchased" in printed
     assert "amounts_within_bounds" not in printed
-    assert "63/65 passed (the files loaded since the last check)" in printed
+    # Two of the suite's 70 checks fail: the row is not in the index, and the raw rows
+    # outnumber the loaded lines.
+    assert "68/70 passed (the files loaded since the last check)" in printed
     assert cli(["check", "--full", "--data", str(tmp_path)]) == 1
     printed = capsys.readouterr().out
     assert "error: amounts_within_bounds on raw_coins_purchased" in printed

@@ -552,7 +552,7 @@ def runtime_payouts(
             "INSERT INTO principals (id, kind, display_name, created_at) VALUES (?, ?, ?, ?)",
             (creator, "creator", creator, str(start)),
         )
-    books.open_accounts(conn, [books.earnings(c) for c in creators], policy.currency, False)
+    books.open_creator_accounts(conn, creators, policy.currency)
     paid = []
     for day in range(days):
         moment = datetime.combine(start + timedelta(days=day), datetime.min.time(), UTC)

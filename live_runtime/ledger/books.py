@@ -155,10 +155,12 @@ class Tx:
         self.conn.executemany(
             "INSERT INTO postings (movement_id, account_id, amount) VALUES (?, ?, ?)", rows
         )
-        self.conn.executemany(
+        updated = self.conn.executemany(
             "UPDATE accounts SET balance = balance + ? WHERE id = ?",
             [(amount, account) for _, account, amount in rows],
-        )
+        ).rowcount
+        if updated != len(rows):  # never a posting to an account that was not opened
+            raise ValueError(f"movement {movement_id} posts to an account that does not exist")
 
     def push(self, session_id: str, message: dict[str, Any]) -> None:
         """A message for the session's viewers, sent only once the transaction commits."""
