@@ -27,12 +27,14 @@ def test_reads_never_queue_on_the_writer(api: Api):
     session = api.call("POST", "/v1/sessions", creator, json={}).json()["session_id"]
     api.call("POST", "/v1/products", creator, json={"name": "mug", "price_minor": 900})
     before = operations(api)
-    for _ in range(5):
+    for _ in range(10):  # 40 reads
         assert api.call("GET", "/v1/me", creator).status_code == 200
         assert api.call("GET", "/v1/me", user).status_code == 200
         assert api.call("GET", f"/v1/sessions/{session}", user).status_code == 200
         assert api.call("GET", f"/v1/creators/{creator['id']}/products", user).status_code == 200
-    assert operations(api) == before
+    # None of the 40 went through the writer; a metering tick (the session's usage and the
+    # release of due holds: 2 operations) may land meanwhile.
+    assert operations(api) - before <= 2
 
 
 def test_products_come_in_pages_of_at_most_100(api: Api):
