@@ -143,22 +143,15 @@ def _typed(name: str, value: str, names: Mapping[str, str] = ENV) -> object:
         if not value.isdigit() or int(value) < 1:
             raise SettingsError(f"{where}: give a whole number, at least 1")
         return int(value)
-    if name == "memory_gb":
+    if name in ("memory_gb", "freshness_hours"):
         try:
-            gib = float(value)
+            number = float(value)
         except ValueError:
-            gib = -1.0
-        if not gib > 0:
-            raise SettingsError(f"{where}: give a positive number of GiB")
-        return gib
-    if name == "freshness_hours":
-        try:
-            hours = float(value)
-        except ValueError:
-            hours = -1.0
-        if not hours > 0:
-            raise SettingsError(f"{where}: give a positive number of hours")
-        return hours
+            number = -1.0
+        if not number > 0:
+            unit = "GiB" if name == "memory_gb" else "hours"
+            raise SettingsError(f"{where}: give a positive number of {unit}")
+        return number
     if name == "webhook_secret":
         where = names[name]  # never the secret itself in a message
         if not value.startswith("whsec_") or len(value) < 24:

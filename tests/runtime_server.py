@@ -10,6 +10,8 @@ else the server writes, stdout and stderr, goes to `server.log` under its root.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import queue
@@ -248,6 +250,15 @@ class Api:
             paid.text
         )
         return pending.json()
+
+
+def signed(event: dict, secret: str, at: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """A payment notification as the provider sends it: Stripe's HMAC-SHA256 of "<t>.<body>"
+    under `secret`, computed here rather than with the code under test."""
+    body = json.dumps(event).encode()
+    t = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={t},v1={digest}", "content-type": "application/json"}
 
 
 def new_credentials(kind: str) -> dict[str, str]:

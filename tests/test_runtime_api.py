@@ -26,7 +26,6 @@ runs the shipped policy), never by the policy code under test; the comments show
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 import signal
@@ -46,6 +45,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import runtime_server
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -390,12 +390,7 @@ def error(response: httpx.Response) -> tuple[int, str]:
 
 
 def signed(event: dict, secret: str = WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
-    """A notification as the provider sends it: Stripe's HMAC-SHA256 of "<t>.<body>", computed
-    here rather than with the code under test."""
-    body = json.dumps(event).encode()
-    t = int(time.time())
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, {"Stripe-Signature": f"t={t},v1={digest}", "content-type": "application/json"}
+    return runtime_server.signed(event, secret)
 
 
 def provider_event(kind: str, pending: dict, **fields: Any) -> dict:

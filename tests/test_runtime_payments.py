@@ -8,9 +8,6 @@ Expected money is worked out by hand from live_runtime/policy_default.toml.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import sqlite3
 import time
 import uuid
@@ -21,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import runtime_server
 from runtime_server import Api, RuntimeProcess, ServerFailed, events_so_far
 
 SECRET = "whsec_test_" + "s" * 32
@@ -44,10 +42,7 @@ def api(server: RuntimeProcess) -> Iterator[Api]:
 
 
 def signed(event: dict, secret: str = SECRET, at: int | None = None) -> tuple[bytes, dict]:
-    body = json.dumps(event).encode()
-    t = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, {"Stripe-Signature": f"t={t},v1={digest}", "content-type": "application/json"}
+    return runtime_server.signed(event, secret, at)
 
 
 def event(kind: str, payment: dict, amount: int | None = None, **more) -> dict:

@@ -30,8 +30,6 @@ caught up), never a fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -50,7 +48,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from runtime_server import Api, RuntimeProcess, new_credentials, wait_for
+from runtime_server import Api, RuntimeProcess, new_credentials, signed, wait_for
 from telemetry_files import read_lines, telemetry_files
 
 CRASH_TRIALS = int(os.environ.get("CREATOR_ECON_CRASH_TRIALS", "3"))
@@ -985,12 +983,8 @@ def test_kill_9_loses_and_doubles_nothing(tmp_path: Path, trial: int):
 
 
 def _signed(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    """The provider's notification: Stripe's HMAC-SHA256 of "<t>.<body>" under the secret the
-    server was started with, computed here and not with the code under test."""
-    body = json.dumps(event).encode()
-    t = int(time.time())
-    digest = hmac.new(WEBHOOK_SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256)
-    return body, {"Stripe-Signature": f"t={t},v1={digest.hexdigest()}"}
+    """Signed with the secret the server was started with."""
+    return signed(event, WEBHOOK_SECRET)
 
 
 def _send_unread(url: str, path: str, body: bytes, headers: dict[str, str]) -> socket.socket:
